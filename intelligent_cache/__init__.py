@@ -1,0 +1,52 @@
+"""intelligent-cache: a server-side response cache for FastAPI.
+
+Quick start::
+
+    from fastapi import FastAPI
+    from intelligent_cache import CacheManager, cache_config
+
+    app = FastAPI()
+    CacheManager(default_ttl=60).init_app(app)
+
+    @app.get("/items")
+    @cache_config(ttl_seconds=3600)
+    async def list_items(page: int = 1): ...
+"""
+
+from .backends import CacheBackend, MemoryBackend
+from .config import CacheConfig, cache_config
+from .entry import CachedResponse
+from .exceptions import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    CorruptEntryError,
+    IntelligentCacheError,
+)
+from .keys import build_key
+from .manager import CacheManager, get_cache_service
+from .route import CachedRoute
+from .service import CacheService
+from .stats import CacheStats
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "CacheBackend",
+    "CacheConfig",
+    "CacheManager",
+    "CacheService",
+    "CacheStats",
+    "CachedResponse",
+    "CachedRoute",
+    "ConfigurationError",
+    "CorruptEntryError",
+    "IntelligentCacheError",
+    "MemoryBackend",
+    "__version__",
+    "build_key",
+    "cache_config",
+    "get_cache_service",
+]

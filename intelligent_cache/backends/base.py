@@ -1,0 +1,75 @@
+"""The backend interface: a handful of async methods plus ``aclose``.
+
+Implement :class:`CacheBackend` to store entries somewhere else. Keys are
+``str`` (the cache's logical keys; a backend may prefix them with a namespace),
+values are opaque ``bytes``. The cache calls nothing else.
+
+Generation counters (see :mod:`intelligent_cache.invalidation`) are integers
+stored beside the entries. ``fetch`` reads an entry together with the counters
+it depends on and creates the missing ones with a random initial value, so a
+counter that was evicted or expired can never come back with a value an old
+entry remembers. ``bump`` increments counters (creating them if absent).
+"""
+
+import abc
+import random
+from collections.abc import Sequence
+
+__all__ = ["CacheBackend", "new_generation"]
+
+
+def new_generation() -> int:
+    """A random initial counter value, far from the small numbers increments give."""
+    return random.getrandbits(62) | (1 << 32)
+
+
+class CacheBackend(abc.ABC):
+    """Where entries live. Every method may raise; the cache fails open on errors."""
+
+    #: Short name shown in stats and health (``"memory"``, ``"redis"``...).
+    name: str = "custom"
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The value stored under ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (atomically with its TTL)."""
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Delete ``key``; ``True`` if it existed."""
+
+    @abc.abstractmethod
+    async def fetch(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int]]:
+        """Read ``key`` and the current value of each generation counter.
+
+        Missing counters are created with :func:`new_generation` (only if still
+        absent) and their stored value is returned.
+        """
+
+    @abc.abstractmethod
+    async def bump(self, generation_keys: Sequence[str]) -> None:
+        """Increment each generation counter."""
+
+    @abc.abstractmethod
+    async def scan(
+        self, pattern: str = "*", cursor: int = 0, count: int = 100
+    ) -> tuple[int, list[tuple[str, float | None]]]:
+        """One page of ``(key, seconds_left)`` pairs matching a glob.
+
+        Returns the cursor for the next page, ``0`` when the iteration is done.
+        A page may hold fewer or more than ``count`` keys.
+        """
+
+    @abc.abstractmethod
+    async def clear(self, pattern: str | None = None) -> int:
+        """Delete every key of this cache (or those matching ``pattern``); the count."""
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot serve requests. The default reads a key."""
+        await self.get("~ping")
+
+    async def aclose(self) -> None:
+        """Release connections. Called on application shutdown."""

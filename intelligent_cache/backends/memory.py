@@ -1,0 +1,149 @@
+"""A bounded in-process LRU with TTLs: the embedded default backend."""
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from ..exceptions import ConfigurationError
+from ..keys import glob_to_regex
+from .base import CacheBackend, new_generation
+
+__all__ = ["MemoryBackend"]
+
+# Rough per-entry cost of the dict slot, the tuple and two object headers, so
+# that many small entries are budgeted honestly too.
+ENTRY_OVERHEAD = 160
+
+
+class MemoryBackend(CacheBackend):
+    """Entries in this process only, bounded by count and by bytes.
+
+    Least recently used entries are evicted first once either bound would be
+    exceeded; expired entries are dropped when met. Nothing is shared between
+    workers: use :class:`~intelligent_cache.backends.RedisBackend` for that.
+
+    Args:
+        max_entries: most entries kept at once.
+        max_bytes: most bytes of keys and values (plus a small fixed overhead
+            per entry) kept at once.
+        clock: monotonic time source in seconds; inject a fake one in tests.
+    """
+
+    name = "memory"
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+            raise ConfigurationError(f"max_entries must be a positive integer, got {max_entries!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ConfigurationError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._bytes = 0
+        # Counters live apart from entries, in an LRU of their own. Losing one is
+        # safe (a missing counter reads as a miss), so a fixed bound is enough.
+        self._generations: OrderedDict[str, int] = OrderedDict()
+        self._max_generations = max(1024, 4 * max_entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes currently budgeted."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @staticmethod
+    def _cost(key: str, value: bytes) -> int:
+        return len(key) + len(value) + ENTRY_OVERHEAD
+
+    def _lookup(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires_at = item
+        if expires_at <= self._clock():
+            self._remove(key)
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def _remove(self, key: str) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self._bytes -= self._cost(key, item[0])
+        return True
+
+    async def get(self, key: str) -> bytes | None:
+        return self._lookup(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._remove(key)
+        cost = self._cost(key, value)
+        if cost > self.max_bytes or ttl <= 0:
+            return
+        while self._data and (len(self._data) >= self.max_entries or self._bytes + cost > self.max_bytes):
+            oldest = next(iter(self._data))
+            self._remove(oldest)
+        self._data[key] = (value, self._clock() + ttl)
+        self._bytes += cost
+
+    async def delete(self, key: str) -> bool:
+        return self._remove(key)
+
+    async def fetch(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int]]:
+        return self._lookup(key), [self._generation(name) for name in generation_keys]
+
+    def _generation(self, name: str) -> int:
+        generations = self._generations
+        value = generations.get(name)
+        if value is None:
+            value = generations[name] = new_generation()
+            if len(generations) > self._max_generations:
+                generations.popitem(last=False)
+        else:
+            generations.move_to_end(name)
+        return value
+
+    async def bump(self, generation_keys: Sequence[str]) -> None:
+        for name in generation_keys:
+            self._generations[name] = self._generation(name) + 1
+
+    async def scan(
+        self, pattern: str = "*", cursor: int = 0, count: int = 100
+    ) -> tuple[int, list[tuple[str, float | None]]]:
+        regex = glob_to_regex(pattern)
+        now = self._clock()
+        keys = list(self._data)
+        page: list[tuple[str, float | None]] = []
+        position = max(0, cursor)
+        while position < len(keys) and len(page) < count:
+            key = keys[position]
+            position += 1
+            item = self._data.get(key)
+            if item is not None and item[1] > now and regex.fullmatch(key):
+                page.append((key, item[1] - now))
+        return (position if position < len(keys) else 0), page
+
+    async def clear(self, pattern: str | None = None) -> int:
+        if pattern is None:
+            count = len(self._data)
+            self._data.clear()
+            self._generations.clear()
+            self._bytes = 0
+            return count
+        regex = glob_to_regex(pattern)
+        matched = [key for key in self._data if regex.fullmatch(key)]
+        for key in matched:
+            self._remove(key)
+        for name in [name for name in self._generations if regex.fullmatch(name)]:
+            del self._generations[name]
+        return len(matched)

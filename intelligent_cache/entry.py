@@ -1,0 +1,159 @@
+"""The stored response and its versioned msgpack codec.
+
+An entry is a msgpack array ``["icr", version, status, headers, body,
+stored_at, ttl, generations, path, route, tags]``; headers are a list of
+``[name, value]`` byte pairs exactly as the response sent them (minus
+hop-by-hop fields and ``Date``). A value stored through
+:class:`~intelligent_cache.CacheService` is ``["icv", version, value]``.
+Anything else, or anything truncated, decodes as :class:`CorruptEntryError`.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .exceptions import CorruptEntryError
+
+__all__ = ["FORMAT_VERSION", "CachedResponse", "decode", "encode", "encode_value"]
+
+FORMAT_VERSION = 1
+_RESPONSE = "icr"
+_VALUE = "icv"
+
+# Fields that describe one connection, not the resource (RFC 9110 section 7.6.1),
+# plus Date (the server adds a fresh one) and the cache's own markers.
+_NOT_STORED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"date",
+        b"age",
+        b"x-cache",
+        b"cache-status",
+    }
+)
+
+
+def storable_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The end-to-end headers of a response, in order, as the cache keeps them."""
+    return [(name, value) for name, value in raw_headers if name.lower() not in _NOT_STORED]
+
+
+@dataclass(slots=True)
+class CachedResponse:
+    """A response as the cache stores it.
+
+    Attributes:
+        status: the HTTP status code.
+        headers: ``(name, value)`` byte pairs, lower-case names.
+        body: the body bytes, uncompressed.
+        stored_at: wall-clock time of storage (seconds since the epoch).
+        ttl: seconds the entry is fresh for.
+        generations: the invalidation counters seen when computing started.
+        path: the request path it answers.
+        route: the route's path template (``/spaces/{space_id}``).
+        tags: the invalidation tags of the entry.
+    """
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    stored_at: float
+    ttl: float
+    generations: tuple[int, ...] = ()
+    path: str = ""
+    route: str = ""
+    tags: tuple[str, ...] = field(default=())
+
+    def age(self, now: float) -> float:
+        """Seconds since storage (never negative)."""
+        return max(0.0, now - self.stored_at)
+
+    def is_fresh(self, now: float) -> bool:
+        """Whether the entry may still be served as a HIT at ``now``."""
+        return now - self.stored_at < self.ttl
+
+
+def encode(entry: CachedResponse) -> bytes:
+    """Serialize an entry to bytes."""
+    return msgpack.packb(
+        [
+            _RESPONSE,
+            FORMAT_VERSION,
+            entry.status,
+            [[name, value] for name, value in entry.headers],
+            entry.body,
+            entry.stored_at,
+            entry.ttl,
+            list(entry.generations),
+            entry.path,
+            entry.route,
+            list(entry.tags),
+        ],
+        use_bin_type=True,
+    )
+
+
+def encode_value(value: Any) -> bytes:
+    """Serialize a plain value (anything msgpack can carry)."""
+    try:
+        return msgpack.packb([_VALUE, FORMAT_VERSION, value], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"value of type {type(value).__name__} cannot be cached: {exc}") from exc
+
+
+def decode(data: bytes) -> Any:
+    """Deserialize bytes into a :class:`CachedResponse` or a plain value.
+
+    Raises:
+        CorruptEntryError: the data is not an entry of a known format.
+    """
+    try:
+        item = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise CorruptEntryError("not a msgpack entry") from exc
+    if not isinstance(item, list) or len(item) < 3 or item[1] != FORMAT_VERSION:
+        raise CorruptEntryError("unknown entry format")
+    if item[0] == _VALUE and len(item) == 3:
+        return item[2]
+    if item[0] != _RESPONSE or len(item) != 11:
+        raise CorruptEntryError("unknown entry format")
+    try:
+        _, _, status, headers, body, stored_at, ttl, generations, path, route, tags = item
+        entry = CachedResponse(
+            status=_int(status),
+            headers=[(_bytes(name), _bytes(value)) for name, value in headers],
+            body=_bytes(body),
+            stored_at=float(stored_at),
+            ttl=float(ttl),
+            generations=tuple(_int(g) for g in generations),
+            path=str(path),
+            route=str(route),
+            tags=tuple(str(tag) for tag in tags),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CorruptEntryError("malformed entry") from exc
+    if not 100 <= entry.status <= 599:
+        raise CorruptEntryError("malformed entry status")
+    return entry
+
+
+def _bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError("expected bytes")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("expected an integer")
+    return value

@@ -1,0 +1,56 @@
+"""What a write invalidates, expressed as generation counters.
+
+Every stored entry records the values of the counters it depends on at the
+moment its computation started; a lookup compares them with the current values
+and treats any difference (or a missing counter) as a miss. Invalidating is
+therefore a bounded number of counter increments, whatever the number of
+cached entries, and a response computed before a write can never be served
+after it: its snapshot predates the increment.
+
+The counters of an entry for ``/spaces/1/items``::
+
+    ~g:s                 subtree of /            (a write to / clears everything)
+    ~g:s:spaces          subtree of /spaces
+    ~g:s:spaces:1        subtree of /spaces/1
+    ~g:s:spaces:1:items  subtree of /spaces/1/items
+    ~g:n:spaces:1:items  the node /spaces/1/items itself
+    ~g:t:<tag>           one per tag of the route
+
+A successful write to ``/spaces/1/items`` bumps ``~g:s:spaces:1:items`` (the
+path and everything below it) and ``~g:n:spaces:1``, ``~g:n:spaces`` (each
+ancestor below the root, exactly), leaving ``/spaces/2/...`` untouched.
+"""
+
+from collections.abc import Iterable, Sequence
+
+from .keys import escape, hierarchy
+
+__all__ = ["GENERATION_PREFIX", "generation_keys", "invalidation_keys", "tag_keys"]
+
+GENERATION_PREFIX = "~g:"
+
+
+def _join(kind: str, segments: Sequence[str]) -> str:
+    return f"~g:{kind}" + "".join(f":{segment}" for segment in segments)
+
+
+def generation_keys(path: str, tags: Iterable[str] = ()) -> list[str]:
+    """The counters an entry for ``path`` (with ``tags``) depends on."""
+    segments = hierarchy(path)
+    keys = [_join("s", segments[:depth]) for depth in range(len(segments) + 1)]
+    keys.append(_join("n", segments))
+    keys.extend(tag_keys(tags))
+    return keys
+
+
+def invalidation_keys(path: str) -> list[str]:
+    """The counters a successful write to ``path`` bumps."""
+    segments = hierarchy(path)
+    keys = [_join("s", segments)]
+    keys.extend(_join("n", segments[:depth]) for depth in range(len(segments) - 1, 0, -1))
+    return keys
+
+
+def tag_keys(tags: Iterable[str]) -> list[str]:
+    """The counters of ``tags``."""
+    return [f"~g:t:{escape(tag)}" for tag in tags]
