@@ -1,12 +1,14 @@
 """Shims over FastAPI versions (see FASTAPI_NOTES: include_router changed in 0.137)."""
 
+from contextvars import ContextVar
 from typing import Any
 
 from fastapi.routing import APIRoute
 
+_effective_context: ContextVar[Any] | None
 try:  # FastAPI >= 0.137 keeps included routes and carries a per-inclusion context.
     from fastapi.routing import _effective_route_context_var as _effective_context
-except ImportError:  # pragma: no cover - FastAPI <= 0.136 copies routes with prefixed paths
+except ImportError:  # FastAPI <= 0.136 copies routes with prefixed paths
     _effective_context = None
 
 __all__ = ["effective_path_format"]

@@ -48,8 +48,7 @@ class VarySource:
         name = name.strip()
         if kind not in ("state", "header", "cookie") or not _NAME.match(name):
             raise ConfigurationError(
-                f"invalid vary_by item {spec!r}: use 'attribute' (request.state), "
-                "'header:Name' or 'cookie:name'"
+                f"invalid vary_by item {spec!r}: use 'attribute' (request.state), 'header:Name' or 'cookie:name'"
             )
         if kind == "header":
             name = name.lower()

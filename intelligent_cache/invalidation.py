@@ -9,7 +9,6 @@ after it: its snapshot predates the increment.
 
 The counters of an entry for ``/spaces/1/items``::
 
-    ~g:s                 subtree of /            (a write to / clears everything)
     ~g:s:spaces          subtree of /spaces
     ~g:s:spaces:1        subtree of /spaces/1
     ~g:s:spaces:1:items  subtree of /spaces/1/items
@@ -19,6 +18,11 @@ The counters of an entry for ``/spaces/1/items``::
 A successful write to ``/spaces/1/items`` bumps ``~g:s:spaces:1:items`` (the
 path and everything below it) and ``~g:n:spaces:1``, ``~g:n:spaces`` (each
 ancestor below the root, exactly), leaving ``/spaces/2/...`` untouched.
+
+The root is nobody's ancestor: a write to ``/`` invalidates ``GET /`` only
+(its subtree would be the whole cache; use ``clear_all`` for that). Every
+counter of a path therefore starts with its first segment, which lets the
+Redis Cluster backend keep an entry and its counters in one hash slot.
 """
 
 from collections.abc import Iterable, Sequence
@@ -37,7 +41,7 @@ def _join(kind: str, segments: Sequence[str]) -> str:
 def generation_keys(path: str, tags: Iterable[str] = ()) -> list[str]:
     """The counters an entry for ``path`` (with ``tags``) depends on."""
     segments = hierarchy(path)
-    keys = [_join("s", segments[:depth]) for depth in range(len(segments) + 1)]
+    keys = [_join("s", segments[:depth]) for depth in range(1, len(segments) + 1)]
     keys.append(_join("n", segments))
     keys.extend(tag_keys(tags))
     return keys
@@ -46,6 +50,8 @@ def generation_keys(path: str, tags: Iterable[str] = ()) -> list[str]:
 def invalidation_keys(path: str) -> list[str]:
     """The counters a successful write to ``path`` bumps."""
     segments = hierarchy(path)
+    if not segments:
+        return [_join("n", segments)]
     keys = [_join("s", segments)]
     keys.extend(_join("n", segments[:depth]) for depth in range(len(segments) - 1, 0, -1))
     return keys

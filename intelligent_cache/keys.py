@@ -22,7 +22,7 @@ requests share a key:
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 __all__ = ["MAX_KEY_LENGTH", "build_key", "canonical_query", "escape", "glob_to_regex", "hierarchy", "path_segments"]

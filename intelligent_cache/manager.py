@@ -142,9 +142,7 @@ class CacheManager:
         self.stats.errors += 1
         if not self._degraded:
             self._degraded = True
-            logger.warning(
-                "cache backend %s failed during %s, serving uncached: %r", self.backend.name, operation, exc
-            )
+            logger.warning("cache backend %s failed during %s, serving uncached: %r", self.backend.name, operation, exc)
 
     def _succeeded(self) -> None:
         if self._degraded:
@@ -210,9 +208,9 @@ def manager_from_request(request: Request) -> CacheManager | None:
 def get_cache_service(request: Request) -> CacheService:
     """FastAPI dependency giving the :class:`CacheService` of the current app::
 
-        @app.post("/admin/flush")
-        async def flush(cache: CacheService = Depends(get_cache_service)):
-            return {"deleted": await cache.clear_all()}
+    @app.post("/admin/flush")
+    async def flush(cache: CacheService = Depends(get_cache_service)):
+        return {"deleted": await cache.clear_all()}
     """
     manager = manager_from_request(request)
     if manager is None:

@@ -169,9 +169,8 @@ class CachedRoute(APIRoute):
         # include_router, and newer versions keep adding some: take them all.
         super().__init__(*args, **kwargs)
         config = get_config(self.endpoint)
-        self._answers_head = (
-            config is not None and config.enabled and "GET" in self.methods and "HEAD" not in self.methods
-        )
+        methods = self.methods or set()
+        self._answers_head = config is not None and config.enabled and "GET" in methods and "HEAD" not in methods
 
     def get_route_handler(self) -> Handler:
         # Called inside APIRoute.__init__ and, on FastAPI >= 0.137, once per
@@ -180,8 +179,9 @@ class CachedRoute(APIRoute):
         config = get_config(self.endpoint)
         if config is not None and not config.enabled:
             return handler
-        reads = config is not None and "GET" in self.methods
-        writes = bool(self.methods - SAFE_METHODS)
+        methods = self.methods or set()
+        reads = config is not None and "GET" in methods
+        writes = bool(methods - SAFE_METHODS)
         if not reads and not writes:
             return handler
         wrapper = _CachingHandler(handler, config if reads else None, _compat.effective_path_format(self), writes)

@@ -62,7 +62,12 @@ class CacheService:
             ttl: seconds to keep it; the manager's ``default_ttl`` if omitted.
         """
         seconds = self._manager.default_ttl if ttl is None else ttl
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds <= 0
+        ):
             raise ConfigurationError(f"ttl must be a positive number, got {ttl!r}")
         data = encode(value) if isinstance(value, CachedResponse) else encode_value(value)
         await self._call("set", self._manager.backend.set(_check_key(key), data, float(seconds)))

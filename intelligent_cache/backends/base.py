@@ -14,6 +14,7 @@ entry remembers. ``bump`` increments counters (creating them if absent).
 import abc
 import random
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["CacheBackend", "new_generation"]
 
@@ -71,5 +72,9 @@ class CacheBackend(abc.ABC):
         """Raise if the backend cannot serve requests. The default reads a key."""
         await self.get("~ping")
 
-    async def aclose(self) -> None:
+    def info(self) -> dict[str, Any]:
+        """What health and stats show about this backend (name, breaker state...)."""
+        return {"backend": self.name}
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Called on application shutdown."""
