@@ -1,0 +1,61 @@
+# The newcomer's entry point: `make` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+OLDEST_VENV ?= .venv-oldest
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+OLDEST_FASTAPI ?= 0.136.3
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-oldest check lint typecheck format bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[redis,test,lint]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv with the package, its extras and the dev tools
+
+demo: $(BIN)/.installed ## Serve example_app on http://127.0.0.1:8000 with the memory backend
+	@echo "Serving example_app on http://$(HOST):$(PORT)"
+	@echo "  try:       curl -si http://$(HOST):$(PORT)/spaces/1/items?page=1 | grep -i x-cache   (twice: MISS, then HIT)"
+	@echo "  admin API: http://$(HOST):$(PORT)/api/cache/stats   (header X-Admin-Token: change-me)"
+	@echo "  API docs:  http://$(HOST):$(PORT)/docs"
+	$(BIN)/python -m uvicorn example_app.main:app --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed ## Run the test suite (starts its own redis-server processes)
+	$(BIN)/python -m pytest
+
+$(OLDEST_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -e '.[redis,test]' 'fastapi==$(OLDEST_FASTAPI)'
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/bin/.installed ## Run the suite on the oldest supported FastAPI (copied routes)
+	$(OLDEST_VENV)/bin/python -m pytest
+
+check: lint typecheck ## Lint and type-check
+
+lint: $(BIN)/.installed ## ruff check and format check
+	$(BIN)/ruff check intelligent_cache tests example_app bench
+	$(BIN)/ruff format --check intelligent_cache tests example_app bench
+
+format: $(BIN)/.installed ## Reformat the code with ruff
+	$(BIN)/ruff format intelligent_cache tests example_app bench
+	$(BIN)/ruff check --fix intelligent_cache tests example_app bench
+
+typecheck: $(BIN)/.installed ## mypy --strict on the package
+	$(BIN)/mypy
+
+bench: $(BIN)/.installed ## Run the benchmarks (see bench/README)
+	$(BIN)/python -m bench
+
+clean: ## Remove virtualenvs, caches and build output
+	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
