@@ -11,17 +11,19 @@ try:  # FastAPI >= 0.137 keeps included routes and carries a per-inclusion conte
 except ImportError:  # FastAPI <= 0.136 copies routes with prefixed paths
     _effective_context = None
 
-__all__ = ["effective_path_format"]
+__all__ = ["effective_route"]
 
 
-def effective_path_format(route: APIRoute) -> str:
-    """The route's full path template, include prefixes included.
+def effective_route(route: APIRoute) -> Any:
+    """What FastAPI builds the handler from: the inclusion context or the route.
 
-    Only meaningful inside ``get_route_handler``: on new FastAPI the inclusion
-    context is visible there, on old FastAPI the route copy already holds it.
+    Both carry ``path_format`` (include prefixes included), ``dependant``
+    (router-level dependencies included) and ``param_convertors``. Only
+    meaningful inside ``get_route_handler``: on new FastAPI the inclusion
+    context is visible there; on old FastAPI the route copy already holds it all.
     """
     if _effective_context is not None:
         context: Any = _effective_context.get()
         if context is not None and context.original_route is route:
-            return str(context.path_format)
-    return route.path_format
+            return context
+    return route

@@ -13,9 +13,27 @@ from typing import Any, TypeVar, overload
 
 from .exceptions import ConfigurationError
 
-__all__ = ["CONFIG_ATTRIBUTE", "CacheConfig", "VarySource", "cache_config", "get_config"]
+__all__ = [
+    "CONFIG_ATTRIBUTE",
+    "HEURISTIC_STATUSES",
+    "INVALIDATION_ATTRIBUTE",
+    "CacheConfig",
+    "InvalidationConfig",
+    "VarySource",
+    "cache_config",
+    "get_config",
+    "get_invalidation",
+    "invalidates",
+]
 
 CONFIG_ATTRIBUTE = "__intelligent_cache_config__"
+INVALIDATION_ATTRIBUTE = "__intelligent_cache_invalidates__"
+
+# Statuses RFC 9110 section 15.1 calls heuristically cacheable: a route may opt into these.
+HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+
+_TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,33 +77,69 @@ class VarySource:
 class CacheConfig:
     """What ``@cache_config`` attached to an endpoint. Immutable.
 
-    Args:
-        ttl_seconds: lifetime of a stored response; ``None`` takes the manager's
-            ``default_ttl``.
-        vary_by: inputs besides method, path and query that the key varies on.
-        enabled: ``False`` leaves the route completely uncached.
-        key_prefix: a label put in front of the route's keys.
+    See :func:`cache_config` for the meaning of each field.
     """
 
     ttl_seconds: float | None = None
     vary_by: tuple[VarySource, ...] = ()
     enabled: bool = True
     key_prefix: str | None = None
+    tags: tuple[str, ...] = ()
+    public: bool = False
+    stale_while_revalidate: float = 0
+    stale_if_error: float = 0
+    ttl_from_headers: bool = False
+    skip_dependencies_on_hit: bool = False
+    cacheable_statuses: frozenset[int] = frozenset({200})
 
     def __post_init__(self) -> None:
-        ttl = self.ttl_seconds
-        if ttl is not None:
-            if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-                raise ConfigurationError(f"ttl_seconds must be a number, got {ttl!r}")
-            if not math.isfinite(ttl) or ttl <= 0:
-                raise ConfigurationError(f"ttl_seconds must be a positive number, got {ttl!r}")
+        if self.ttl_seconds is not None:
+            _check_seconds("ttl_seconds", self.ttl_seconds, allow_zero=False)
+        _check_seconds("stale_while_revalidate", self.stale_while_revalidate, allow_zero=True)
+        _check_seconds("stale_if_error", self.stale_if_error, allow_zero=True)
+        unknown = set(self.cacheable_statuses) - HEURISTIC_STATUSES
+        if unknown or not self.cacheable_statuses:
+            raise ConfigurationError(
+                f"cacheable_statuses must be a non-empty subset of {sorted(HEURISTIC_STATUSES)}, got {sorted(unknown)}"
+            )
+        for tag in self.tags:
+            _check_template("tag", tag)
         prefix = self.key_prefix
         if prefix is not None:
-            if not isinstance(prefix, str) or not prefix or len(prefix) > 64:
-                raise ConfigurationError("key_prefix must be a non-empty string of at most 64 characters")
+            if not isinstance(prefix, str) or not _KEY_PREFIX.match(prefix):
+                raise ConfigurationError(
+                    "key_prefix must be 1 to 64 characters among letters, digits, '_', '.' and '-'"
+                )
             # Cached keys start with "GET:", so a prefix spelled GET could collide with a path.
-            if prefix.upper() == "GET" or prefix.startswith("~"):
+            if prefix == "GET":
                 raise ConfigurationError(f"key_prefix {prefix!r} is reserved")
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(
+            f"{name} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
+        )
+
+
+def _check_template(kind: str, template: object) -> None:
+    if not isinstance(template, str) or not template or len(template) > 256:
+        raise ConfigurationError(f"a {kind} is a non-empty string of at most 256 characters, got {template!r}")
+    try:
+        template.format_map(dict.fromkeys(template_fields(template), ""))
+    except (ValueError, IndexError, KeyError) as exc:
+        raise ConfigurationError(f"invalid {kind} template {template!r}: {exc}") from exc
+
+
+def template_fields(template: str) -> list[str]:
+    """The ``{name}`` placeholders of a tag or path template."""
+    fields = _TEMPLATE_FIELD.findall(template)
+    for name in fields:
+        if not name.isidentifier():
+            raise ConfigurationError(f"placeholder {{{name}}} in {template!r} is not a path parameter name")
+    return fields
 
 
 @overload
@@ -99,6 +153,13 @@ def cache_config(
     vary_by: Iterable[str] | None = None,
     enabled: bool = True,
     key_prefix: str | None = None,
+    tags: Iterable[str] = (),
+    public: bool = False,
+    stale_while_revalidate: float = 0,
+    stale_if_error: float = 0,
+    ttl_from_headers: bool = False,
+    skip_dependencies_on_hit: bool = False,
+    cacheable_statuses: Iterable[int] = (200,),
 ) -> Callable[[F], F]: ...
 
 
@@ -110,6 +171,13 @@ def cache_config(
     vary_by: Iterable[str] | None = None,
     enabled: bool = True,
     key_prefix: str | None = None,
+    tags: Iterable[str] = (),
+    public: bool = False,
+    stale_while_revalidate: float = 0,
+    stale_if_error: float = 0,
+    ttl_from_headers: bool = False,
+    skip_dependencies_on_hit: bool = False,
+    cacheable_statuses: Iterable[int] = (200,),
 ) -> F | Callable[[F], F]:
     """Mark an endpoint as cacheable and say how.
 
@@ -130,6 +198,22 @@ def cache_config(
         enabled: ``False`` switches caching off for this route.
         key_prefix: label prepended to this route's keys (``"catalog"`` gives
             ``catalog:GET:items:...``).
+        tags: invalidation tags of the route's entries; ``{name}`` is replaced
+            by the path parameter (``"user:{user_id}"``).
+        public: the response is the same for every caller, so requests with
+            ``Authorization`` or ``Cookie`` may use the shared entry.
+        stale_while_revalidate: seconds past expiry during which the stale
+            entry is served (``X-Cache: STALE``) while one refresh runs in the background.
+        stale_if_error: seconds past expiry during which the stale entry is
+            served if the endpoint raises or answers 500, 502, 503 or 504.
+        ttl_from_headers: take the TTL from the response's ``s-maxage``,
+            ``max-age`` or ``Expires`` when present.
+        skip_dependencies_on_hit: answer HITs without running the route's
+            dependencies. By default a route with dependencies (authentication,
+            for instance) still runs them on a HIT; set this only when none of
+            them authorizes the caller.
+        cacheable_statuses: statuses that may be stored (a subset of
+            :data:`HEURISTIC_STATUSES`); default ``{200}``.
 
     Raises:
         ConfigurationError: an option is invalid.
@@ -140,11 +224,20 @@ def cache_config(
     labels = [source.label for source in sources]
     if len(set(labels)) != len(labels):
         raise ConfigurationError(f"vary_by lists a source twice: {labels}")
+    if isinstance(tags, str):
+        raise ConfigurationError("tags takes a list of strings, not a single string")
     config = CacheConfig(
         ttl_seconds=ttl_seconds,
         vary_by=sources,
         enabled=bool(enabled),
         key_prefix=key_prefix,
+        tags=tuple(tags),
+        public=bool(public),
+        stale_while_revalidate=stale_while_revalidate,
+        stale_if_error=stale_if_error,
+        ttl_from_headers=bool(ttl_from_headers),
+        skip_dependencies_on_hit=bool(skip_dependencies_on_hit),
+        cacheable_statuses=frozenset(cacheable_statuses),
     )
 
     def decorate(endpoint: F) -> F:
@@ -162,3 +255,54 @@ def get_config(endpoint: Callable[..., Any]) -> CacheConfig | None:
     """The :class:`CacheConfig` attached to ``endpoint``, or ``None``."""
     config = getattr(endpoint, CONFIG_ATTRIBUTE, None)
     return config if isinstance(config, CacheConfig) else None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidationConfig:
+    """What ``@invalidates`` attached to a write endpoint."""
+
+    tags: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    hierarchy: bool = True
+
+
+def invalidates(*tags: str, paths: Iterable[str] = (), hierarchy: bool = True) -> Callable[[F], F]:
+    """Declare what a write endpoint invalidates besides its own path.
+
+    ::
+
+        @router.post("/users/{user_id}/posts")
+        @invalidates("feed", "user:{user_id}", paths=["/timeline"])
+        async def create_post(user_id: int, post: Post): ...
+
+    Args:
+        tags: tags to invalidate; ``{name}`` is replaced by the path parameter.
+        paths: more paths to invalidate as if written to (templates allowed).
+        hierarchy: ``False`` turns off the automatic invalidation of the
+            request path and its ancestors for this route.
+
+    Raises:
+        ConfigurationError: a tag or path is invalid.
+    """
+    for tag in tags:
+        _check_template("tag", tag)
+    if isinstance(paths, str):
+        raise ConfigurationError("paths takes a list of strings, not a single string")
+    path_list = tuple(paths)
+    for path in path_list:
+        _check_template("path", path)
+        if not path.startswith("/"):
+            raise ConfigurationError(f"invalidated paths start with '/', got {path!r}")
+    config = InvalidationConfig(tags=tuple(tags), paths=path_list, hierarchy=bool(hierarchy))
+
+    def decorate(endpoint: F) -> F:
+        setattr(endpoint, INVALIDATION_ATTRIBUTE, config)
+        return endpoint
+
+    return decorate
+
+
+def get_invalidation(endpoint: Callable[..., Any]) -> InvalidationConfig | None:
+    """The :class:`InvalidationConfig` attached to ``endpoint``, or ``None``."""
+    config = getattr(endpoint, INVALIDATION_ATTRIBUTE, None)
+    return config if isinstance(config, InvalidationConfig) else None

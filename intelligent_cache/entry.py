@@ -1,13 +1,16 @@
 """The stored response and its versioned msgpack codec.
 
 An entry is a msgpack array ``["icr", version, status, headers, body,
-stored_at, ttl, generations, path, route, tags]``; headers are a list of
+stored_at, ttl, generations, path, route, tags, vary]``; headers are a list of
 ``[name, value]`` byte pairs exactly as the response sent them (minus
-hop-by-hop fields and ``Date``). A value stored through
+hop-by-hop fields and ``Date``). A response with ``Vary`` leaves a
+``["icx", version, names]`` pointer under its primary key, and the entry
+itself under a key extended by those request headers. A value stored through
 :class:`~intelligent_cache.CacheService` is ``["icv", version, value]``.
 Anything else, or anything truncated, decodes as :class:`CorruptEntryError`.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +19,21 @@ import msgpack
 
 from .exceptions import CorruptEntryError
 
-__all__ = ["FORMAT_VERSION", "CachedResponse", "decode", "encode", "encode_value"]
+__all__ = [
+    "FORMAT_VERSION",
+    "CachedResponse",
+    "VaryIndex",
+    "decode",
+    "encode",
+    "encode_value",
+    "encode_vary_index",
+    "storable_headers",
+]
 
 FORMAT_VERSION = 1
 _RESPONSE = "icr"
 _VALUE = "icv"
+_VARY = "icx"
 
 # Fields that describe one connection, not the resource (RFC 9110 section 7.6.1),
 # plus Date (the server adds a fresh one) and the cache's own markers.
@@ -62,6 +75,8 @@ class CachedResponse:
         path: the request path it answers.
         route: the route's path template (``/spaces/{space_id}``).
         tags: the invalidation tags of the entry.
+        vary: ``(header, value)`` pairs of the request it answered, for the
+            headers its ``Vary`` names (``None`` value: header absent).
     """
 
     status: int
@@ -73,6 +88,7 @@ class CachedResponse:
     path: str = ""
     route: str = ""
     tags: tuple[str, ...] = field(default=())
+    vary: tuple[tuple[str, str | None], ...] = ()
 
     def age(self, now: float) -> float:
         """Seconds since storage (never negative)."""
@@ -98,9 +114,22 @@ def encode(entry: CachedResponse) -> bytes:
             entry.path,
             entry.route,
             list(entry.tags),
+            [[name, value] for name, value in entry.vary],
         ],
         use_bin_type=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class VaryIndex:
+    """Stored under a primary key: the response there varies on these request headers."""
+
+    names: tuple[str, ...]
+
+
+def encode_vary_index(index: VaryIndex) -> bytes:
+    """Serialize a :class:`VaryIndex`."""
+    return msgpack.packb([_VARY, FORMAT_VERSION, list(index.names)], use_bin_type=True)
 
 
 def encode_value(value: Any) -> bytes:
@@ -125,10 +154,15 @@ def decode(data: bytes) -> Any:
         raise CorruptEntryError("unknown entry format")
     if item[0] == _VALUE and len(item) == 3:
         return item[2]
-    if item[0] != _RESPONSE or len(item) != 11:
+    if item[0] == _VARY and len(item) == 3:
+        names = item[2]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise CorruptEntryError("malformed vary index")
+        return VaryIndex(tuple(names))
+    if item[0] != _RESPONSE or len(item) != 12:
         raise CorruptEntryError("unknown entry format")
     try:
-        _, _, status, headers, body, stored_at, ttl, generations, path, route, tags = item
+        _, _, status, headers, body, stored_at, ttl, generations, path, route, tags, vary = item
         entry = CachedResponse(
             status=_int(status),
             headers=[(_bytes(name), _bytes(value)) for name, value in headers],
@@ -139,10 +173,11 @@ def decode(data: bytes) -> Any:
             path=str(path),
             route=str(route),
             tags=tuple(str(tag) for tag in tags),
+            vary=tuple((str(name), None if value is None else str(value)) for name, value in vary),
         )
     except (TypeError, ValueError) as exc:
         raise CorruptEntryError("malformed entry") from exc
-    if not 100 <= entry.status <= 599:
+    if not 100 <= entry.status <= 599 or not (math.isfinite(entry.stored_at) and math.isfinite(entry.ttl)):
         raise CorruptEntryError("malformed entry status")
     return entry
 

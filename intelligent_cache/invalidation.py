@@ -29,9 +29,11 @@ from collections.abc import Iterable, Sequence
 
 from .keys import escape, hierarchy
 
-__all__ = ["GENERATION_PREFIX", "generation_keys", "invalidation_keys", "tag_keys"]
+__all__ = ["INTERNAL_PREFIX", "generation_keys", "invalidation_keys", "tag_keys"]
 
-GENERATION_PREFIX = "~g:"
+# Counters (~g:) and locks (~l:) start with "~", which no entry key can: a
+# path part or key_prefix never starts with an unescaped "~".
+INTERNAL_PREFIX = "~"
 
 
 def _join(kind: str, segments: Sequence[str]) -> str:

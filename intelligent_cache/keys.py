@@ -16,8 +16,9 @@ requests share a key:
   and ``?a=2&b=1`` share a key, while repeated parameters keep their relative
   order (FastAPI hands them to the endpoint as an ordered list).
 - A part longer than 64 characters becomes ``~`` plus 32 hex digits of its
-  SHA-256; a key longer than 512 characters keeps its first eight path segments
-  and replaces the rest by ``~r`` plus a hash, so keys stay bounded.
+  SHA-256; a key longer than 448 characters keeps its leading path segments (up to eight)
+  and replaces the rest by ``~r`` plus a hash; with the parts a response's
+  ``Vary`` adds, no key exceeds :data:`MAX_KEY_LENGTH` (512).
 """
 
 import hashlib
@@ -25,10 +26,21 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
-__all__ = ["MAX_KEY_LENGTH", "build_key", "canonical_query", "escape", "glob_to_regex", "hierarchy", "path_segments"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "build_key",
+    "canonical_query",
+    "escape",
+    "extend_key",
+    "glob_to_regex",
+    "hierarchy",
+    "path_segments",
+]
 
 MAX_PART_LENGTH = 64
 MAX_KEY_LENGTH = 512
+# build_key leaves room for the suffix extend_key may add.
+_BASE_KEY_LENGTH = MAX_KEY_LENGTH - 64
 _KEPT_SEGMENTS = 8
 
 _ESCAPED = re.compile(r"[%:=@~*?\[\]\\{}\x00-\x20\x7f\ud800-\udfff]")
@@ -94,10 +106,27 @@ def build_key(
     for label, value in vary:
         rest.append(f"@{_part(label)}" if value is None else f"@{_part(label)}={_part(value)}")
     key = ":".join([*head, *segments, *rest])
-    if len(key) <= MAX_KEY_LENGTH:
+    if len(key) <= _BASE_KEY_LENGTH:
         return key
-    tail = segments[_KEPT_SEGMENTS:] + rest
-    return ":".join([*head, *segments[:_KEPT_SEGMENTS], "~r" + _digest(":".join(tail))])
+    # Keep as many leading segments as fit (at most eight) so path patterns still match.
+    kept: list[str] = []
+    length = len(":".join(head)) + 35
+    for segment in segments[:_KEPT_SEGMENTS]:
+        if length + len(segment) + 1 > _BASE_KEY_LENGTH:
+            break
+        kept.append(segment)
+        length += len(segment) + 1
+    tail = segments[len(kept) :] + rest
+    return ":".join([*head, *kept, "~r" + _digest("/".join(tail))])
+
+
+def extend_key(key: str, pairs: Iterable[tuple[str, str | None]]) -> str:
+    """Append ``@name=value`` parts to a key (for response ``Vary`` headers), bounded like build_key."""
+    parts = [f"@v.{_part(name)}" if value is None else f"@v.{_part(name)}={_part(value)}" for name, value in pairs]
+    extended = ":".join([key, *parts])
+    if len(extended) <= MAX_KEY_LENGTH:
+        return extended
+    return f"{key}:~v{_digest(':'.join(parts))}"
 
 
 def hierarchy(path: str, max_depth: int = 16) -> list[str]:

@@ -1,9 +1,10 @@
 """``CacheManager``: owns the backend, the settings and the stats of one app."""
 
+import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,6 +17,7 @@ from .backends.memory import MemoryBackend
 from .config import get_config
 from .entry import CachedResponse, decode, encode
 from .exceptions import ConfigurationError, CorruptEntryError
+from .flights import FlightGroup
 from .service import CacheService
 from .stats import CacheStats
 
@@ -40,6 +42,19 @@ class CacheManager:
             warning is logged); without it, admin routes refuse to mount unprotected.
         admin_prefix: where the admin API is mounted.
         max_response_size: bodies larger than this many bytes are not stored.
+        lock_timeout: seconds a request waits for another one computing the
+            same key (nginx's ``proxy_cache_lock_timeout``); after it, the
+            request computes for itself without storing.
+        cache_control: add ``Cache-Control: max-age=<ttl>`` (``private`` on
+            per-caller routes) to cached responses that carry none, so clients
+            know how long they may reuse them. Turn off if a CDN in front must
+            not cache (it would not see this cache's invalidations).
+        soft_purge: treat invalidated entries as stale instead of dead, so
+            ``stale_while_revalidate``/``stale_if_error`` may still serve them.
+            Off by default: with it, a read right after a write can return
+            pre-write data.
+        invalidation_exclude: path prefixes whose writes never invalidate
+            automatically (webhooks, internal endpoints).
         clock: wall-clock time source (seconds since the epoch); tests inject one.
 
     Raises:
@@ -58,6 +73,10 @@ class CacheManager:
         allow_unauthenticated_admin: bool = False,
         admin_prefix: str = "/api/cache",
         max_response_size: int = 10 * 1024 * 1024,
+        lock_timeout: float = 5.0,
+        cache_control: bool = True,
+        soft_purge: bool = False,
+        invalidation_exclude: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -70,6 +89,12 @@ class CacheManager:
             raise ConfigurationError(f"max_response_size must be a positive integer, got {max_response_size!r}")
         if not admin_prefix.startswith("/") or admin_prefix.endswith("/"):
             raise ConfigurationError("admin_prefix must start with '/' and not end with one")
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not 0 < lock_timeout < 3600:
+            raise ConfigurationError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
+        if isinstance(invalidation_exclude, str) or not all(
+            isinstance(prefix, str) and prefix.startswith("/") for prefix in invalidation_exclude
+        ):
+            raise ConfigurationError("invalidation_exclude takes a list of path prefixes starting with '/'")
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.default_ttl = float(default_ttl)
         self.enabled = bool(enabled)
@@ -79,8 +104,15 @@ class CacheManager:
         self.allow_unauthenticated_admin = allow_unauthenticated_admin
         self.admin_prefix = admin_prefix
         self.max_response_size = max_response_size
+        self.lock_timeout = float(lock_timeout)
+        self.cache_control = bool(cache_control)
+        self.soft_purge = bool(soft_purge)
+        self.invalidation_exclude = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude)
         self.clock = clock
         self.stats = CacheStats()
+        self.flights: FlightGroup[Any] = FlightGroup()
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._degraded = False
 
     # -- wiring ---------------------------------------------------------------
@@ -133,8 +165,44 @@ class CacheManager:
         app.router.lifespan_context = lifespan
 
     async def aclose(self) -> None:
-        """Close the backend's connections."""
+        """Cancel background refreshes and close the backend's connections."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.backend.aclose()
+
+    def excluded_from_invalidation(self, path: str) -> bool:
+        """Whether writes to ``path`` skip automatic invalidation."""
+        return any(
+            prefix == "/" or path == prefix or path.startswith(prefix + "/") for prefix in self.invalidation_exclude
+        )
+
+    def refresh_in_background(self, key: str, refresh: Callable[[], Coroutine[Any, Any, None]]) -> bool:
+        """Run ``refresh()`` unless one for ``key`` is already running here; ``False`` if it is."""
+        if key in self._refreshing:
+            return False
+        self._refreshing.add(key)
+
+        async def run() -> None:
+            try:
+                token = await self.acquire_lock("~l:r:" + key)
+                if token is None:  # another process refreshes it
+                    return
+                try:
+                    await refresh()
+                finally:
+                    await self.release_lock("~l:r:" + key, token)
+            except Exception as exc:
+                self.stats.refresh_errors += 1
+                logger.warning("background refresh of %s failed: %r", key, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     # -- backend calls that fail open --------------------------------------------
 
@@ -165,6 +233,32 @@ class CacheManager:
             self._succeeded()
         return raw, generations
 
+    async def read(self, key: str) -> bytes | None:
+        """Read a value; ``None`` (counted) if the backend failed."""
+        try:
+            return await self.backend.get(key)
+        except Exception as exc:
+            self._failed("lookup", exc)
+            return None
+
+    async def acquire_lock(self, name: str) -> str | None:
+        """A cross-process lock held at most ``lock_timeout``; a token, or ``None`` if taken.
+
+        A backend failure grants the lock: computing is always safe.
+        """
+        try:
+            return await self.backend.acquire_lock(name, self.lock_timeout)
+        except Exception as exc:
+            self._failed("lock", exc)
+            return "unlocked"
+
+    async def release_lock(self, name: str, token: str) -> None:
+        """Release a lock taken with :meth:`acquire_lock`."""
+        try:
+            await self.backend.release_lock(name, token)
+        except Exception as exc:
+            self._failed("unlock", exc)
+
     def decode(self, raw: bytes) -> Any:
         """Decode a stored value; a corrupt one counts and reads as ``None``."""
         try:
@@ -173,14 +267,23 @@ class CacheManager:
             self.stats.corrupt += 1
             return None
 
-    async def store(self, key: str, entry: CachedResponse) -> bool:
-        """Store an entry; ``False`` if the backend failed."""
+    async def store(self, key: str, entry: CachedResponse, keep_for: float | None = None) -> bool:
+        """Store an entry for ``keep_for`` seconds (default: its TTL); ``False`` if the backend failed."""
         try:
-            await self.backend.set(key, encode(entry), entry.ttl)
+            await self.backend.set(key, encode(entry), entry.ttl if keep_for is None else keep_for)
         except Exception as exc:
             self._failed("store", exc)
             return False
         self.stats.stores += 1
+        return True
+
+    async def store_raw(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store already-encoded bytes; ``False`` if the backend failed."""
+        try:
+            await self.backend.set(key, value, ttl)
+        except Exception as exc:
+            self._failed("store", exc)
+            return False
         return True
 
     async def invalidate(self, generation_keys: Sequence[str]) -> bool:

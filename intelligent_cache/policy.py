@@ -1,25 +1,42 @@
-"""What may be served from the cache and what may be stored in it.
+"""What may be served from the cache and what may be stored in it (RFC 9110/9111).
 
-Both questions are answered with a *reason* string (``None`` meaning "yes"),
-so the same value explains the decision in logs, stats and ``Cache-Status``.
+Decisions come back as *reason* strings (``None`` meaning "go ahead"), so the
+same value explains the outcome in stats and in ``Cache-Status``.
 """
 
+import hashlib
+import math
+import re
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
-from .config import CacheConfig
-
-__all__ = ["CACHEABLE_STATUSES", "parse_cache_control", "request_bypass", "store_refusal"]
-
-CACHEABLE_STATUSES = frozenset({200})
+__all__ = [
+    "SAFE_METHODS",
+    "RequestDirectives",
+    "compute_etag",
+    "etag_matches",
+    "forbids_stale",
+    "parse_cache_control",
+    "response_ttl",
+    "response_vary",
+    "shareable_with_credentials",
+    "store_refusal",
+]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
     """Parse ``Cache-Control`` field values into ``{directive: argument}``.
 
-    Directive names are lower-cased; quoted arguments are unquoted; commas
-    inside quotes do not split. The first occurrence of a directive wins.
+    Directive names are lower-cased; commas inside quotes do not split; the
+    first occurrence of a directive wins. A quoted argument keeps its opening
+    quote (``max-age="5"`` gives ``'"5'``) so that delta-seconds written as a
+    quoted string read as invalid, as RFC 9111 requires.
     """
     directives: dict[str, str | None] = {}
     for value in values:
@@ -32,7 +49,7 @@ def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:
             if sep:
                 arg = argument.strip()
                 if len(arg) >= 2 and arg[0] == arg[-1] == '"':
-                    arg = arg[1:-1]
+                    arg = '"' + arg[1:-1]  # keep a marker: quoted delta-seconds are invalid
             directives.setdefault(name, arg)
     return directives
 
@@ -55,49 +72,101 @@ def _split_commas(value: str) -> list[str]:
     return items
 
 
-def _values(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> list[str]:
+def _delta_seconds(argument: str | None) -> int | None:
+    """A non-negative integer argument, or ``None`` if absent or invalid (RFC 9111 section 1.2.2)."""
+    if argument is None or not argument.isdigit():
+        return None
+    return min(int(argument), 2**31)
+
+
+def _values(headers: Headers, name: bytes) -> list[str]:
     return [value.decode("latin-1") for key, value in headers if key == name]
 
 
-def request_bypass(headers: Sequence[tuple[bytes, bytes]], config: CacheConfig) -> str | None:
-    """Why this request must neither read nor write the cache, or ``None``.
+@dataclass(slots=True)
+class RequestDirectives:
+    """What a request asks of the cache.
 
-    Args:
-        headers: the raw ASGI request headers (lower-case names).
-        config: the route's settings.
+    Attributes:
+        no_store: do not store the response (and do not serve from the cache).
+        revalidate: compute a fresh response (``no-cache``, ``max-age=0``, ``Pragma: no-cache``).
+        max_age: the oldest entry (seconds) the client accepts.
+        only_if_cached: answer from the cache or with 504.
+        authorization: the request carries ``Authorization``.
+        cookie: the request carries ``Cookie``.
+        if_none_match: the raw ``If-None-Match`` value.
     """
-    cache_control: list[str] = []
-    pragma: list[str] = []
-    credentials: str | None = None
-    for key, value in headers:
-        if key == b"cache-control":
-            cache_control.append(value.decode("latin-1"))
-        elif key == b"pragma":
-            pragma.append(value.decode("latin-1"))
-        elif key == b"authorization" or key == b"cookie":
-            credentials = credentials or key.decode()
-    if cache_control:
-        directives = parse_cache_control(cache_control)
-        if "no-store" in directives:
-            return "no-store"
-        if "no-cache" in directives:
-            return "no-cache"
-    elif pragma and "no-cache" in parse_cache_control(pragma):
-        return "no-cache"
-    # Without a declared way to vary, one caller's entry could reach another.
-    if credentials is not None and not config.vary_by:
-        return credentials
-    return None
+
+    no_store: bool = False
+    revalidate: bool = False
+    max_age: int | None = None
+    only_if_cached: bool = False
+    authorization: bool = False
+    cookie: bool = False
+    if_none_match: str | None = None
+
+    @classmethod
+    def parse(cls, headers: Headers) -> "RequestDirectives":
+        result = cls()
+        cache_control: list[str] = []
+        pragma: list[str] = []
+        for key, value in headers:
+            if key == b"cache-control":
+                cache_control.append(value.decode("latin-1"))
+            elif key == b"pragma":
+                pragma.append(value.decode("latin-1"))
+            elif key == b"authorization":
+                result.authorization = True
+            elif key == b"cookie":
+                result.cookie = True
+            elif key == b"if-none-match":
+                text = value.decode("latin-1")
+                result.if_none_match = text if result.if_none_match is None else f"{result.if_none_match}, {text}"
+        if cache_control:
+            directives = parse_cache_control(cache_control)
+            result.no_store = "no-store" in directives
+            result.only_if_cached = "only-if-cached" in directives
+            if "no-cache" in directives:
+                result.revalidate = True
+            if "max-age" in directives:
+                max_age = _delta_seconds(directives["max-age"])
+                if max_age == 0:
+                    result.revalidate = True
+                result.max_age = max_age
+        elif pragma and "no-cache" in parse_cache_control(pragma):
+            result.revalidate = True
+        return result
+
+
+def response_vary(headers: Headers) -> tuple[str, ...] | None:
+    """The request header names a response varies on, sorted; ``None`` for ``Vary: *``."""
+    names: set[str] = set()
+    for value in _values(headers, b"vary"):
+        for item in value.split(","):
+            name = item.strip().lower()
+            if name == "*":
+                return None
+            if name:
+                names.add(name)
+    return tuple(sorted(names))
 
 
 def store_refusal(
     status: int,
-    headers: Sequence[tuple[bytes, bytes]],
+    headers: Headers,
     body_length: int,
+    *,
     max_size: int,
+    statuses: frozenset[int],
+    credentials: bool,
 ) -> str | None:
-    """Why a computed response must not be stored, or ``None``."""
-    if status not in CACHEABLE_STATUSES:
+    """Why a computed response must not be stored, or ``None``.
+
+    Args:
+        credentials: the request carried credentials the key does not cover, so
+            only a response marked shareable (RFC 9111 section 3.5) may be stored.
+    """
+    if status not in statuses:
         return "status"
     if body_length > max_size:
         return "too-large"
@@ -105,15 +174,112 @@ def store_refusal(
     for key, value in headers:
         if key == b"set-cookie":
             return "set-cookie"
-        if key == b"vary":
-            # Keying on response Vary is not supported yet: never store under a key that ignores it.
-            return "vary"
         if key == b"cache-control":
             cache_control.append(value.decode("latin-1"))
-    if cache_control:
-        directives = parse_cache_control(cache_control)
-        if "no-store" in directives:
-            return "no-store"
-        if "private" in directives:
-            return "private"
+    if response_vary(headers) is None:
+        return "vary-star"
+    directives = parse_cache_control(cache_control) if cache_control else {}
+    if "no-store" in directives:
+        return "no-store"
+    # An unqualified private (or a qualified one: treated alike) keeps it out of a shared cache.
+    if "private" in directives:
+        return "private"
+    if "no-cache" in directives and directives["no-cache"] is None:
+        return "no-cache"
+    if credentials and not _shareable(directives):
+        return "credentials"
     return None
+
+
+def _shareable(directives: dict[str, str | None]) -> bool:
+    return "public" in directives or "s-maxage" in directives or "must-revalidate" in directives
+
+
+def shareable_with_credentials(headers: Headers) -> bool:
+    """Whether a stored response may answer a request with credentials."""
+    values = _values(headers, b"cache-control")
+    return bool(values) and _shareable(parse_cache_control(values))
+
+
+def forbids_stale(headers: Headers) -> bool:
+    """Whether a stored response must not be served stale (RFC 9111 section 4.2.4)."""
+    values = _values(headers, b"cache-control")
+    if not values:
+        return False
+    directives = parse_cache_control(values)
+    return any(name in directives for name in ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage"))
+
+
+def must_revalidate(headers: Headers) -> bool:
+    """Whether a stored response demands revalidation (a failing origin then gives 504)."""
+    values = _values(headers, b"cache-control")
+    return bool(values) and "must-revalidate" in parse_cache_control(values)
+
+
+def response_ttl(headers: Headers) -> float | None:
+    """The freshness lifetime a response gives itself, s-maxage > max-age > Expires - Date.
+
+    Returns ``None`` when the response says nothing about it, ``0.0`` when what
+    it says is zero or invalid ("not reusable").
+    """
+    values = _values(headers, b"cache-control")
+    if values:
+        directives = parse_cache_control(values)
+        for name in ("s-maxage", "max-age"):
+            if name in directives:
+                seconds = _delta_seconds(directives[name])
+                return float(seconds) if seconds else 0.0
+    expires = _values(headers, b"expires")
+    if expires:
+        try:
+            expires_at = parsedate_to_datetime(expires[0])
+            dates = _values(headers, b"date")
+            base = parsedate_to_datetime(dates[0]).timestamp() if dates else time.time()
+            lifetime = expires_at.timestamp() - base
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0.0
+        return lifetime if math.isfinite(lifetime) and lifetime > 0 else 0.0
+    return None
+
+
+_REPRESENTATION = (b"content-type", b"content-encoding", b"content-language")
+
+
+def compute_etag(status: int, headers: Headers, body: bytes) -> bytes:
+    """A strong validator: a stable hash of the body and the metadata describing it.
+
+    Identical across processes and machines (no ``hash()``, no per-process salt).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(b"%d\n" % status)
+    for name, value in headers:
+        if name in _REPRESENTATION:
+            digest.update(name + b":" + value + b"\n")
+    digest.update(b"\n")
+    digest.update(body)
+    return b'"' + digest.hexdigest().encode() + b'"'
+
+
+_ENTITY_TAG = re.compile(r'\s*(W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
+
+
+def etag_matches(if_none_match: str, etag: bytes) -> bool | None:
+    """Weak comparison of ``If-None-Match`` against ``etag`` (RFC 9110 section 13.1.2).
+
+    Returns ``None`` when the header is malformed: it is then ignored.
+    """
+    value = if_none_match.strip()
+    if value == "*":
+        return True
+    opaque = etag.decode("latin-1")
+    if opaque.startswith("W/"):
+        opaque = opaque[2:]
+    position, matched = 0, False
+    while position < len(value):
+        match = _ENTITY_TAG.match(value, position)
+        if match is None or match.end() == position:
+            return None
+        if match.group(2) == opaque:
+            matched = True
+        position = match.end()
+    return matched

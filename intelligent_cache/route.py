@@ -2,41 +2,77 @@
 
 It wraps the handler FastAPI builds in ``get_route_handler``:
 
-- a GET on a route with ``@cache_config`` looks the key up and answers a HIT
-  straight from the stored bytes; a MISS runs the normal handler and stores
-  what it returned;
+- a GET on a route with ``@cache_config`` looks the key up and replays a fresh,
+  still-valid entry (HIT, or 304 when ``If-None-Match`` matches); otherwise the
+  normal handler runs, once per key however many requests miss together, and
+  a cacheable response is stored (MISS);
 - a write (any unsafe method) that succeeds bumps the generation counters of
-  its path before the response is sent (see :mod:`intelligent_cache.invalidation`);
+  what it touches before its response is sent (see :mod:`intelligent_cache.invalidation`);
 - HEAD on a cached GET route is answered like the GET, without a body.
 
-Every response of a cached GET route carries ``X-Cache: HIT``, ``MISS`` or ``SKIP``.
+Every response of a cached GET route carries ``X-Cache`` (HIT, MISS, STALE or
+SKIP) and an RFC 9211 ``Cache-Status``.
 """
 
-from collections.abc import Callable, Coroutine
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote, urljoin, urlsplit
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.types import Message, Receive, Scope, Send
 
 from . import _compat
-from .config import CacheConfig, VarySource, get_config
-from .entry import CachedResponse, storable_headers
-from .invalidation import generation_keys, invalidation_keys
-from .keys import build_key
+from .config import CacheConfig, InvalidationConfig, VarySource, get_config, get_invalidation, template_fields
+from .entry import CachedResponse, VaryIndex, encode_vary_index, storable_headers
+from .exceptions import ConfigurationError
+from .invalidation import generation_keys, invalidation_keys, tag_keys
+from .keys import build_key, extend_key
 from .manager import CacheManager, manager_from_request
-from .policy import SAFE_METHODS, request_bypass, store_refusal
+from .policy import (
+    SAFE_METHODS,
+    RequestDirectives,
+    compute_etag,
+    etag_matches,
+    forbids_stale,
+    must_revalidate,
+    response_ttl,
+    response_vary,
+    shareable_with_credentials,
+    store_refusal,
+)
 
 __all__ = ["CachedRoute"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
-_X_CACHE = b"x-cache"
-_HIT = (_X_CACHE, b"HIT")
+REFRESH_FLAG = "intelligent_cache.refresh"
+_CACHE_NAME = "intelligent-cache"
+_SERVER_ERRORS = frozenset({500, 502, 503, 504})
+# Headers a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location"})
+# Conditional and cache-control request headers a background refresh must not inherit.
+_REFRESH_DROPPED = frozenset({b"if-none-match", b"if-modified-since", b"cache-control", b"pragma"})
+
+# The response a HIT replays, handed to the stand-in endpoint of routes whose
+# dependencies must still run on a HIT.
+_REPLAY: ContextVar[Response | None] = ContextVar("intelligent_cache_replay", default=None)
+
+
+async def _replay_endpoint(**_: Any) -> Response:
+    response = _REPLAY.get()
+    if response is None:  # pragma: no cover - only reachable through misuse
+        raise RuntimeError("replay endpoint called outside a cache hit")
+    return response
 
 
 class _StoredResponse(Response):
-    """A response replayed from stored bytes, headers sent exactly as stored."""
+    """A response replayed from stored bytes, headers sent exactly as given."""
 
     def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         self.status_code = status
@@ -45,102 +81,508 @@ class _StoredResponse(Response):
         self.background = None
 
 
-def _mark(response: Response, value: bytes) -> Response:
-    response.raw_headers.append((_X_CACHE, value))
+def _cache_status(*params: str) -> tuple[bytes, bytes]:
+    return b"cache-status", "; ".join((_CACHE_NAME, *params)).encode("latin-1")
+
+
+def _mark(response: Response, x_cache: bytes, *status: str) -> Response:
+    response.raw_headers.append((b"x-cache", x_cache))
+    response.raw_headers.append(_cache_status(*status))
     return response
 
 
-def _vary_value(request: Request, source: VarySource) -> str | None:
-    if source.kind == "state":
-        value = getattr(request.state, source.name, None)
-        return None if value is None else str(value)
-    if source.kind == "header":
-        return request.headers.get(source.name)
-    return request.cookies.get(source.name)
+def _field_names(fields: Iterable[Any], *, header: bool) -> Iterable[str]:
+    for field in fields:
+        annotation = getattr(field.field_info, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            for name, info in annotation.model_fields.items():
+                alias = info.alias or (name.replace("_", "-") if header else name)
+                yield alias.lower() if header else alias
+        else:
+            yield str(field.alias).lower() if header else str(field.alias)
+
+
+def _declared_inputs(dependant: Any) -> tuple[set[str], set[str], bool]:
+    """Headers and cookies the route (dependencies included) declares, and whether it has dependencies."""
+    headers: set[str] = set()
+    cookies: set[str] = set()
+    stack = [dependant]
+    while stack:
+        current = stack.pop()
+        headers.update(_field_names(current.header_params, header=True))
+        cookies.update(_field_names(current.cookie_params, header=False))
+        stack.extend(current.dependencies)
+    return headers, cookies, bool(dependant.dependencies)
+
+
+def _fill(template: str, path_params: dict[str, Any]) -> str:
+    return template.format_map({name: path_params.get(name, "") for name in template_fields(template)})
+
+
+def _same_origin_paths(request: Request, response: Response) -> list[str]:
+    """Paths of same-origin ``Location``/``Content-Location`` of a write response."""
+    paths: list[str] = []
+    host = request.headers.get("host")
+    for name, value in response.raw_headers:
+        if name not in (b"location", b"content-location"):
+            continue
+        target = urlsplit(urljoin(request.scope["path"], value.decode("latin-1")))
+        if target.netloc and target.netloc != host:
+            continue
+        if target.path.startswith("/"):
+            paths.append(unquote(target.path))
+    return paths
+
+
+@dataclasses.dataclass(slots=True)
+class _Computed:
+    """What a leader's computation leaves for the requests that waited on it."""
+
+    entry: CachedResponse | None
 
 
 class _CachingHandler:
-    """The per-route wrapper around FastAPI's request handler."""
+    """The per-route (per inclusion) wrapper around FastAPI's request handler."""
 
-    __slots__ = ("config", "handler", "invalidates", "template")
-
-    def __init__(self, handler: Handler, config: CacheConfig | None, template: str, invalidates: bool) -> None:
+    def __init__(
+        self,
+        *,
+        handler: Handler,
+        hit_handler: Handler | None,
+        config: CacheConfig | None,
+        invalidation: InvalidationConfig | None,
+        template: str,
+        writes: bool,
+        headers: set[str],
+        cookies: set[str],
+    ) -> None:
         self.handler = handler
+        self.hit_handler = hit_handler
         self.config = config
+        self.invalidation = invalidation or InvalidationConfig()
         self.template = template
-        self.invalidates = invalidates
+        self.writes = writes
+        vary = list(config.vary_by) if config else []
+        labels = {source.label for source in vary}
+        for name in sorted(headers):
+            if f"header.{name}" not in labels:
+                vary.append(VarySource("header", name))
+        for name in sorted(cookies):
+            if f"cookie.{name}" not in labels:
+                vary.append(VarySource("cookie", name))
+        self.vary = tuple(vary)
+        keyed_headers = {source.name for source in vary if source.kind == "header"}
+        per_caller = bool(config and config.vary_by)
+        public = bool(config and config.public)
+        self.per_caller = per_caller or "authorization" in keyed_headers or "cookie" in keyed_headers or bool(cookies)
+        self.authorization_ok = public or per_caller or "authorization" in keyed_headers
+        self.cookie_ok = public or per_caller or bool(cookies) or "cookie" in keyed_headers
+
+    # -- dispatch ---------------------------------------------------------------
 
     async def __call__(self, request: Request) -> Response:
         method = request.scope["method"]
         if method == "GET" and self.config is not None:
             return await self._read_through(request, self.config)
-        if self.invalidates and method not in SAFE_METHODS:
+        if self.writes and method not in SAFE_METHODS:
             return await self._write(request)
         return await self.handler(request)
+
+    # -- writes -----------------------------------------------------------------
 
     async def _write(self, request: Request) -> Response:
         response = await self.handler(request)
         # Only a write that succeeded changed anything; invalidate before the response is sent.
-        if response.status_code < 400:
-            manager = manager_from_request(request)
-            if manager is not None:
-                await manager.invalidate(invalidation_keys(request.scope["path"]))
+        if response.status_code >= 400:
+            return response
+        manager = manager_from_request(request)
+        if manager is None:
+            return response
+        path: str = request.scope["path"]
+        params: dict[str, Any] = request.scope.get("path_params", {})
+        keys: list[str] = []
+        if self.invalidation.hierarchy and not manager.excluded_from_invalidation(path):
+            keys.extend(invalidation_keys(path))
+            for target in _same_origin_paths(request, response):
+                keys.extend(invalidation_keys(target))
+        for template in self.invalidation.paths:
+            keys.extend(invalidation_keys(_fill(template, params)))
+        keys.extend(tag_keys(_fill(tag, params) for tag in self.invalidation.tags))
+        if keys:
+            await manager.invalidate(list(dict.fromkeys(keys)))
         return response
+
+    # -- reads ------------------------------------------------------------------
+
+    def _vary_values(self, request: Request) -> list[tuple[str, str | None]]:
+        values: list[tuple[str, str | None]] = []
+        for source in self.vary:
+            if source.kind == "state":
+                value = request.scope.get("state", {}).get(source.name)
+                values.append((source.label, None if value is None else str(value)))
+            elif source.kind == "header":
+                values.append((source.label, request.headers.get(source.name)))
+            else:
+                values.append((source.label, request.cookies.get(source.name)))
+        return values
 
     async def _skip(self, request: Request, manager: CacheManager | None, reason: str) -> Response:
         response = await self.handler(request)
         if manager is not None:
             manager.stats.skip(self.template, reason)
-        return _mark(response, b"SKIP")
+        return _mark(response, b"SKIP", "fwd=bypass", f"detail={reason}")
+
+    async def _serve(
+        self,
+        request: Request,
+        entry: CachedResponse,
+        now: float,
+        directives: RequestDirectives,
+        x_cache: bytes,
+        *status: str,
+    ) -> Response:
+        """Answer from an entry (HIT, STALE, collapsed): 304 when the validator matches."""
+        extra = [(b"age", b"%d" % entry.age(now)), (b"x-cache", x_cache), _cache_status(*status)]
+        if directives.if_none_match is not None and self._validator_matches(directives, entry.headers):
+            headers = [(name, value) for name, value in entry.headers if name in _NOT_MODIFIED_HEADERS]
+            response: Response = _StoredResponse(304, headers + extra, b"")
+        else:
+            response = _StoredResponse(entry.status, [*entry.headers, *extra], entry.body)
+        if self.hit_handler is None:
+            return response
+        # The route has dependencies (authentication, say): FastAPI solves them as
+        # usual, then the stand-in endpoint returns the stored response.
+        token = _REPLAY.set(response)
+        try:
+            return await self.hit_handler(request)
+        finally:
+            _REPLAY.reset(token)
+
+    @staticmethod
+    def _validator_matches(directives: RequestDirectives, headers: list[tuple[bytes, bytes]]) -> bool:
+        assert directives.if_none_match is not None
+        for name, value in headers:
+            if name == b"etag":
+                return bool(etag_matches(directives.if_none_match, value))
+        return False
 
     async def _read_through(self, request: Request, config: CacheConfig) -> Response:
         manager = manager_from_request(request)
         if manager is None or not manager.enabled:
             return await self._skip(request, manager, "disabled")
         scope = request.scope
-        reason = request_bypass(scope["headers"], config)
-        if reason is not None:
-            return await self._skip(request, manager, reason)
+        directives = RequestDirectives.parse(scope["headers"])
+        if directives.no_store:
+            return await self._skip(request, manager, "no-store")
+        credentials = (directives.authorization and not self.authorization_ok) or (
+            directives.cookie and not self.cookie_ok
+        )
+        refresh = bool(scope.get(REFRESH_FLAG))
+        revalidate = directives.revalidate or refresh
         path: str = scope["path"]
-        vary = [(source.label, _vary_value(request, source)) for source in config.vary_by]
-        key = build_key("GET", path, scope["query_string"], vary, config.key_prefix)
-        raw, generations = await manager.lookup(key, generation_keys(path))
-        if raw is not None and generations is not None:
-            entry = manager.decode(raw)
-            if isinstance(entry, CachedResponse):
-                now = manager.clock()
-                if entry.is_fresh(now) and list(entry.generations) == generations:
+        params: dict[str, Any] = scope.get("path_params", {})
+        key = build_key("GET", path, scope["query_string"], self._vary_values(request), config.key_prefix)
+        tags = tuple(_fill(tag, params) for tag in config.tags)
+        raw, generations = await manager.lookup(key, generation_keys(path, tags))
+        if generations is None:  # backend down: serve uncached, do not pile up on it
+            return await self._skip(request, manager, "backend-error")
+        now = manager.clock()
+        entry, forward = None, "uri-miss"
+        if raw is not None:
+            found = manager.decode(raw)
+            if isinstance(found, VaryIndex):
+                variant = extend_key(key, [(name, request.headers.get(name)) for name in found.names])
+                raw = await manager.read(variant)
+                found = None if raw is None else manager.decode(raw)
+                forward = "vary-miss"
+            if isinstance(found, CachedResponse):
+                entry, forward = self._usable(found, generations, credentials, manager)
+        stale: CachedResponse | None = None
+        if entry is not None and not revalidate:
+            age = entry.age(now)
+            fresh = list(entry.generations) == generations and age < entry.ttl
+            if fresh and (directives.max_age is None or age <= directives.max_age):
+                manager.stats.hit(self.template)
+                remaining = int(entry.ttl - age)
+                return await self._serve(request, entry, now, directives, b"HIT", "hit", f"ttl={remaining}")
+            # An entry past its lifetime (or soft-purged) may still be served stale,
+            # within the route's windows, unless it or the client forbids it.
+            if directives.max_age is None and not forbids_stale(entry.headers):
+                if config.stale_while_revalidate and age < entry.ttl + config.stale_while_revalidate:
+                    self._refresh_later(request, manager, key)
+                    manager.stats.served_stale(self.template)
+                    return await self._serve(request, entry, now, directives, b"STALE", "hit", "fwd=stale")
+                if config.stale_if_error and age < entry.ttl + config.stale_if_error:
+                    stale = entry
+            forward = "stale"
+        elif revalidate:
+            forward = "request"
+        if directives.only_if_cached:
+            manager.stats.skip(self.template, "only-if-cached")
+            return _mark(_StoredResponse(504, [(b"content-length", b"0")], b""), b"MISS", f"fwd={forward}")
+        return await self._compute(
+            request, manager, config, key, generations, tags, directives, credentials, forward, stale, entry
+        )
+
+    def _usable(
+        self, entry: CachedResponse, generations: list[int], credentials: bool, manager: CacheManager
+    ) -> tuple[CachedResponse | None, str]:
+        if list(entry.generations) != generations and not manager.soft_purge:
+            return None, "stale"
+        # RFC 9111 section 3.5: a request with credentials the key does not cover
+        # may only use a response that said it is shareable.
+        if credentials and not shareable_with_credentials(entry.headers):
+            return None, "uri-miss"
+        return entry, "uri-miss"
+
+    def _refresh_later(self, request: Request, manager: CacheManager, key: str) -> None:
+        scope = request.scope
+        app = scope.get("app")
+        if app is None:
+            return
+        fresh_scope: dict[str, Any] = {
+            name: value
+            for name, value in scope.items()
+            if name not in ("route", "endpoint", "path_params", "fastapi", "router", "state")
+            and not name.startswith("fastapi_")
+        }
+        fresh_scope["method"] = "GET"
+        fresh_scope["headers"] = [(n, v) for n, v in scope["headers"] if n not in _REFRESH_DROPPED]
+        fresh_scope["state"] = dict(scope.get("state", {}))
+        fresh_scope[REFRESH_FLAG] = True
+
+        async def refresh() -> None:
+            sent = False
+
+            async def receive() -> Message:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.disconnect"}
+
+            async def discard(message: Message) -> None:
+                return None
+
+            await app(fresh_scope, receive, discard)
+
+        manager.refresh_in_background(key, refresh)
+
+    async def _compute(
+        self,
+        request: Request,
+        manager: CacheManager,
+        config: CacheConfig,
+        key: str,
+        generations: list[int],
+        tags: tuple[str, ...],
+        directives: RequestDirectives,
+        credentials: bool,
+        forward: str,
+        stale: CachedResponse | None,
+        expired: CachedResponse | None,
+    ) -> Response:
+        flight_key = (key, tuple(generations), credentials)
+        flight, leader = manager.flights.join(flight_key)
+        if not leader:
+            outcome = await flight.wait(manager.lock_timeout)
+            entry = outcome.entry if isinstance(outcome, _Computed) else None
+            if entry is not None and self._same_variant(entry, request):
+                manager.stats.hit(self.template)
+                manager.stats.collapsed += 1
+                return await self._serve(
+                    request, entry, manager.clock(), directives, b"HIT", "hit", "collapsed", f"ttl={int(entry.ttl)}"
+                )
+            # Nothing shareable (or too slow): compute for ourselves, without storing.
+            response, _ = await self._run(
+                request, manager, config, None, generations, tags, directives, credentials, forward
+            )
+            return response
+        stored: CachedResponse | None = None
+        try:
+            token = await manager.acquire_lock("~l:" + key)
+            if token is None:
+                waited = await self._await_other_process(manager, key, generations)
+                if waited is not None:
+                    stored = waited
                     manager.stats.hit(self.template)
-                    headers = [*entry.headers, (b"age", b"%d" % entry.age(now)), _HIT]
-                    return _StoredResponse(entry.status, headers, entry.body)
+                    manager.stats.collapsed += 1
+                    return await self._serve(
+                        request,
+                        waited,
+                        manager.clock(),
+                        directives,
+                        b"HIT",
+                        "hit",
+                        "collapsed",
+                        f"ttl={int(waited.ttl)}",
+                    )
+            try:
+                response, stored = await self._run(
+                    request,
+                    manager,
+                    config,
+                    key if token is not None else None,
+                    generations,
+                    tags,
+                    directives,
+                    credentials,
+                    forward,
+                    stale=stale,
+                    expired=expired,
+                )
+                return response
+            finally:
+                if token is not None:
+                    await manager.release_lock("~l:" + key, token)
+        finally:
+            manager.flights.land(flight_key, flight, _Computed(stored))
+
+    async def _await_other_process(
+        self, manager: CacheManager, key: str, generations: list[int]
+    ) -> CachedResponse | None:
+        """Another process holds the lock: poll for its entry until it lands or the lock times out."""
+        deadline = time.monotonic() + manager.lock_timeout
+        delay = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            raw = await manager.read(key)
+            if raw is not None:
+                found = manager.decode(raw)
+                if isinstance(found, CachedResponse) and list(found.generations) == generations:
+                    return found
+        return None
+
+    def _same_variant(self, entry: CachedResponse, request: Request) -> bool:
+        return all(request.headers.get(name) == value for name, value in entry.vary)
+
+    async def _run(
+        self,
+        request: Request,
+        manager: CacheManager,
+        config: CacheConfig,
+        key: str | None,
+        generations: list[int],
+        tags: tuple[str, ...],
+        directives: RequestDirectives,
+        credentials: bool,
+        forward: str,
+        stale: CachedResponse | None = None,
+        expired: CachedResponse | None = None,
+    ) -> tuple[Response, CachedResponse | None]:
+        """Run the endpoint; store the response under ``key`` if given and cacheable.
+
+        Returns the response to send and the entry stored, if any.
+        """
         stored_at = manager.clock()
-        response = await self.handler(request)
-        if generations is None:
-            manager.stats.skip(self.template, "backend-error")
-            return _mark(response, b"SKIP")
+        try:
+            response = await self.handler(request)
+        except HTTPException as exc:
+            if exc.status_code not in _SERVER_ERRORS:
+                raise
+            fallback = self._on_error(request, manager, stale, expired, directives)
+            if fallback is None:
+                raise
+            return await fallback, None
+        except Exception:
+            fallback = self._on_error(request, manager, stale, expired, directives)
+            if fallback is None:
+                raise
+            return await fallback, None
+        if response.status_code in _SERVER_ERRORS:
+            fallback = self._on_error(request, manager, stale, expired, directives)
+            if fallback is not None:
+                return await fallback, None
         body = getattr(response, "body", None)
         if not isinstance(body, bytes):
             manager.stats.skip(self.template, "streaming")
-            return _mark(response, b"SKIP")
-        refusal = store_refusal(response.status_code, response.raw_headers, len(body), manager.max_response_size)
-        if refusal is not None:
-            manager.stats.skip(self.template, refusal)
-            return _mark(response, b"SKIP")
+            return _mark(response, b"SKIP", f"fwd={forward}", "detail=streaming"), None
+        headers = response.raw_headers
+        refusal = store_refusal(
+            response.status_code,
+            headers,
+            len(body),
+            max_size=manager.max_response_size,
+            statuses=config.cacheable_statuses,
+            credentials=credentials,
+        )
+        ttl = config.ttl_seconds or manager.default_ttl
+        if refusal is None and config.ttl_from_headers:
+            declared = response_ttl(headers)
+            if declared is not None:
+                ttl = declared
+                if ttl <= 0:
+                    refusal = "not-reusable"
+        vary = response_vary(headers)
+        if refusal is not None or vary is None:
+            manager.stats.skip(self.template, refusal or "vary-star")
+            return _mark(response, b"SKIP", f"fwd={forward}", f"detail={refusal or 'vary-star'}"), None
+        if not any(name == b"etag" for name, _ in headers):
+            headers.append((b"etag", compute_etag(response.status_code, headers, body)))
+        if manager.cache_control and not any(name == b"cache-control" for name, _ in headers):
+            lifetime = b"max-age=%d" % int(ttl)
+            if config.stale_while_revalidate:
+                lifetime += b", stale-while-revalidate=%d" % int(config.stale_while_revalidate)
+            headers.append((b"cache-control", b"private, " + lifetime if self.per_caller else lifetime))
         entry = CachedResponse(
             status=response.status_code,
-            headers=storable_headers(response.raw_headers),
+            headers=storable_headers(headers),
             body=body,
             stored_at=stored_at,
-            ttl=config.ttl_seconds or manager.default_ttl,
+            ttl=ttl,
             generations=tuple(generations),
-            path=path,
+            path=request.scope["path"],
             route=self.template,
+            tags=tags,
+            vary=tuple((name, request.headers.get(name)) for name in vary),
         )
-        if not await manager.store(key, entry):
+        if key is None:  # a waiter that timed out: compute, answer, do not store
+            manager.stats.skip(self.template, "lock-timeout")
+            return self._answer(response, directives, b"SKIP", f"fwd={forward}", "detail=lock-timeout"), None
+        keep_for = ttl + max(config.stale_while_revalidate, config.stale_if_error)
+        stored = True
+        if vary:
+            stored = await manager.store_raw(key, encode_vary_index(VaryIndex(vary)), keep_for)
+            key = extend_key(key, entry.vary)
+        if not (stored and await manager.store(key, entry, keep_for)):
             manager.stats.skip(self.template, "backend-error")
-            return _mark(response, b"SKIP")
+            return self._answer(response, directives, b"SKIP", f"fwd={forward}", "detail=backend-error"), None
         manager.stats.miss(self.template)
-        return _mark(response, b"MISS")
+        return self._answer(response, directives, b"MISS", f"fwd={forward}", "stored"), entry
+
+    def _answer(self, response: Response, directives: RequestDirectives, x_cache: bytes, *status: str) -> Response:
+        """Send a computed response, or a 304 for it when the client's validator matches."""
+        if directives.if_none_match is not None and self._validator_matches(directives, response.raw_headers):
+            headers = [(name, value) for name, value in response.raw_headers if name in _NOT_MODIFIED_HEADERS]
+            not_modified = _StoredResponse(304, headers, b"")
+            not_modified.background = response.background
+            return _mark(not_modified, x_cache, *status)
+        return _mark(response, x_cache, *status)
+
+    def _on_error(
+        self,
+        request: Request,
+        manager: CacheManager,
+        stale: CachedResponse | None,
+        expired: CachedResponse | None,
+        directives: RequestDirectives,
+    ) -> Coroutine[Any, Any, Response] | None:
+        """The endpoint failed: a stale-if-error answer, a 504 for must-revalidate, or ``None``."""
+        if stale is not None and not directives.revalidate:
+            manager.stats.served_stale(self.template)
+            return self._serve(
+                request, stale, manager.clock(), directives, b"STALE", "hit", "fwd=stale", "detail=error"
+            )
+        if expired is not None and must_revalidate(expired.headers):
+
+            async def gateway_timeout() -> Response:
+                manager.stats.skip(self.template, "must-revalidate")
+                response = _StoredResponse(504, [(b"content-length", b"0")], b"")
+                return _mark(response, b"MISS", "fwd=stale", "detail=must-revalidate")
+
+            return gateway_timeout()
+        return None
 
 
 def _without_body(send: Send) -> Send:
@@ -184,8 +626,48 @@ class CachedRoute(APIRoute):
         writes = bool(methods - SAFE_METHODS)
         if not reads and not writes:
             return handler
-        wrapper = _CachingHandler(handler, config if reads else None, _compat.effective_path_format(self), writes)
+        route = _compat.effective_route(self)
+        template = str(route.path_format)
+        invalidation = get_invalidation(self.endpoint)
+        headers: set[str] = set()
+        cookies: set[str] = set()
+        hit_handler: Handler | None = None
+        if reads:
+            assert config is not None
+            path_names = set(route.param_convertors)
+            for template_text in (*config.tags, *(invalidation.tags if invalidation else ())):
+                missing = set(template_fields(template_text)) - path_names
+                if missing:
+                    raise ConfigurationError(
+                        f"tag {template_text!r} of {template} names {sorted(missing)}, not path parameters"
+                    )
+            headers, cookies, has_dependencies = _declared_inputs(route.dependant)
+            if has_dependencies and not config.skip_dependencies_on_hit:
+                hit_handler = self._hit_handler(route)
+        wrapper = _CachingHandler(
+            handler=handler,
+            hit_handler=hit_handler,
+            config=config if reads else None,
+            invalidation=invalidation,
+            template=template,
+            writes=writes,
+            headers=headers,
+            cookies=cookies,
+        )
         return wrapper.__call__
+
+    def _hit_handler(self, route: Any) -> Handler:
+        """FastAPI's handler for this route with the endpoint replaced by the replay stand-in.
+
+        Built by FastAPI itself, so dependencies (router-level ones included),
+        overrides, validation errors and yield-cleanup behave exactly as on a MISS.
+        """
+        original = route.dependant
+        route.dependant = dataclasses.replace(original, call=_replay_endpoint)
+        try:
+            return super().get_route_handler()
+        finally:
+            route.dependant = original
 
     def matches(self, scope: Scope) -> tuple[Any, Scope]:
         if self._answers_head and scope["type"] == "http" and scope["method"] == "HEAD":

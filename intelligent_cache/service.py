@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from .entry import CachedResponse, encode, encode_value
 from .exceptions import BackendError, ConfigurationError
-from .invalidation import GENERATION_PREFIX, invalidation_keys, tag_keys
+from .invalidation import INTERNAL_PREFIX, invalidation_keys, tag_keys
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -18,8 +18,8 @@ MAX_PATTERN_LENGTH = 1024
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > 4096:
         raise ConfigurationError("a cache key is a non-empty string of at most 4096 characters")
-    if key.startswith(GENERATION_PREFIX):
-        raise ConfigurationError(f"keys starting with {GENERATION_PREFIX!r} are reserved")
+    if key.startswith(INTERNAL_PREFIX):
+        raise ConfigurationError(f"keys starting with {INTERNAL_PREFIX!r} are reserved")
     return key
 
 
@@ -93,7 +93,7 @@ class CacheService:
         cursor = 0
         while True:
             cursor, page = await self._call("scan", self._manager.backend.scan(pattern, cursor, min(limit, 1000)))
-            keys.extend(key for key, _ in page if not key.startswith(GENERATION_PREFIX))
+            keys.extend(key for key, _ in page if not key.startswith(INTERNAL_PREFIX))
             if cursor == 0 or len(keys) >= limit:
                 return keys[:limit]
 

@@ -11,6 +11,7 @@ class _RouteCounts:
     hits: int = 0
     misses: int = 0
     skips: int = 0
+    stale: int = 0
 
 
 @dataclass(slots=True)
@@ -19,12 +20,17 @@ class CacheStats:
 
     ``hits`` were served from the cache, ``misses`` computed and stored,
     ``skips`` computed without using the cache (bypassed or not storable).
+    ``stale`` were served past their lifetime (stale-while-revalidate or
+    stale-if-error), ``collapsed`` waited for another request's computation.
     ``errors`` counts failed backend calls, ``corrupt`` unreadable entries.
     """
 
     hits: int = 0
     misses: int = 0
     skips: int = 0
+    stale: int = 0
+    collapsed: int = 0
+    refresh_errors: int = 0
     stores: int = 0
     errors: int = 0
     corrupt: int = 0
@@ -47,6 +53,10 @@ class CacheStats:
         self.misses += 1
         self._route(route).misses += 1
 
+    def served_stale(self, route: str) -> None:
+        self.stale += 1
+        self._route(route).stale += 1
+
     def skip(self, route: str, reason: str) -> None:
         self.skips += 1
         self._route(route).skips += 1
@@ -64,22 +74,37 @@ class CacheStats:
             "hits": self.hits,
             "misses": self.misses,
             "skips": self.skips,
+            "stale": self.stale,
+            "collapsed": self.collapsed,
             "hit_rate": round(self.hit_rate, 4),
             "stores": self.stores,
             "errors": self.errors,
             "corrupt": self.corrupt,
             "invalidations": self.invalidations,
             "invalidation_errors": self.invalidation_errors,
+            "refresh_errors": self.refresh_errors,
             "skip_reasons": dict(self.skip_reasons),
             "routes": {
-                route: {"hits": c.hits, "misses": c.misses, "skips": c.skips}
+                route: {"hits": c.hits, "misses": c.misses, "skips": c.skips, "stale": c.stale}
                 for route, c in sorted(self.routes.items())
             },
         }
 
     def reset(self) -> None:
         """Zero every counter."""
-        for name in ("hits", "misses", "skips", "stores", "errors", "corrupt", "invalidations", "invalidation_errors"):
+        for name in (
+            "hits",
+            "misses",
+            "skips",
+            "stale",
+            "collapsed",
+            "stores",
+            "errors",
+            "corrupt",
+            "invalidations",
+            "invalidation_errors",
+            "refresh_errors",
+        ):
             setattr(self, name, 0)
         self.skip_reasons.clear()
         self.routes.clear()

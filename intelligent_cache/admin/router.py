@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ..entry import CachedResponse
 from ..exceptions import BackendError, ConfigurationError
-from ..invalidation import GENERATION_PREFIX
+from ..invalidation import INTERNAL_PREFIX
 from ..manager import CacheManager
 from ..service import MAX_PATTERN_LENGTH
 
@@ -73,14 +73,14 @@ def admin_router(manager: CacheManager) -> APIRouter:
         keys = [
             {"key": key, "ttl": None if ttl is None else round(ttl, 3)}
             for key, ttl in page
-            if not key.startswith(GENERATION_PREFIX)
+            if not key.startswith(INTERNAL_PREFIX)
         ]
         return {"keys": keys, "cursor": next_cursor}
 
     @router.get("/keys/{key:path}")
     async def get_key(key: Annotated[str, Path(min_length=1, max_length=4096)]) -> dict[str, Any]:
         """Metadata of one entry (no body)."""
-        if key.startswith(GENERATION_PREFIX):
+        if key.startswith(INTERNAL_PREFIX):
             raise HTTPException(status_code=404, detail="no such key")
         try:
             raw = await manager.backend.get(key)
@@ -111,7 +111,7 @@ def admin_router(manager: CacheManager) -> APIRouter:
     @router.delete("/keys/{key:path}")
     async def delete_key(key: Annotated[str, Path(min_length=1, max_length=4096)]) -> dict[str, Any]:
         """Delete one entry; 404 if absent."""
-        if key.startswith(GENERATION_PREFIX):
+        if key.startswith(INTERNAL_PREFIX):
             raise HTTPException(status_code=404, detail="no such key")
         try:
             deleted = await manager.backend.delete(key)

@@ -68,6 +68,18 @@ class CacheBackend(abc.ABC):
     async def clear(self, pattern: str | None = None) -> int:
         """Delete every key of this cache (or those matching ``pattern``); the count."""
 
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        """Take a lock shared by every process using this backend.
+
+        Returns a token, or ``None`` if another holder has it. The lock frees
+        itself after ``ttl`` seconds. The default suits per-process backends:
+        it always grants (requests of one process already coalesce in memory).
+        """
+        return "local"
+
+    async def release_lock(self, name: str, token: str) -> None:  # noqa: B027 - nothing to release by default
+        """Release a lock if ``token`` still holds it."""
+
     async def ping(self) -> None:
         """Raise if the backend cannot serve requests. The default reads a key."""
         await self.get("~ping")

@@ -135,7 +135,7 @@ class MemoryBackend(CacheBackend):
 
     async def clear(self, pattern: str | None = None) -> int:
         if pattern is None:
-            count = len(self._data)
+            count = sum(1 for key in self._data if not key.startswith("~"))
             self._data.clear()
             self._generations.clear()
             self._bytes = 0
@@ -146,4 +146,4 @@ class MemoryBackend(CacheBackend):
             self._remove(key)
         for name in [name for name in self._generations if regex.fullmatch(name)]:
             del self._generations[name]
-        return len(matched)
+        return sum(1 for key in matched if not key.startswith("~"))

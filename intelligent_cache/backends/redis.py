@@ -13,6 +13,7 @@ one probe through and closes again once Redis answers.
 """
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -39,7 +40,8 @@ logger = logging.getLogger("intelligent_cache")
 T = TypeVar("T")
 
 _BATCH = 500
-_GENERATION_PREFIX = "~g:"
+_INTERNAL_PREFIX = "~"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class CircuitBreaker:
@@ -121,6 +123,13 @@ class CircuitBreaker:
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _node_cursor(cursor: Any) -> int:
+    # redis-py's cluster SCAN with target_nodes answers {node_name: cursor}.
+    if isinstance(cursor, dict):
+        return int(next(iter(cursor.values()), 0))
+    return int(cursor)
 
 
 def _generation(value: Any) -> int | None:
@@ -247,6 +256,16 @@ class _RedisBase(CacheBackend):
                 await pipe.execute()
 
         await self._guard(run)
+
+    async def acquire_lock(self, name: str, ttl: float) -> str | None:
+        token = secrets.token_hex(8)
+        milliseconds = max(1, int(ttl * 1000))
+        taken = await self._guard(lambda: self._client.set(self._physical(name), token, px=milliseconds, nx=True))
+        return token if taken else None
+
+    async def release_lock(self, name: str, token: str) -> None:
+        # Delete only if we still hold it: after a timeout someone else may.
+        await self._guard(lambda: self._client.eval(_RELEASE, 1, self._physical(name), token))
 
     async def _ttls(self, node_client: Any, keys: list[bytes]) -> list[tuple[str, float | None]]:
         if not keys:
@@ -399,7 +418,7 @@ class RedisBackend(_RedisBase):
         return await self._guard(run)
 
     async def _unlink(self, keys: list[bytes]) -> int:
-        entries = sum(1 for key in keys if not self._logical(key).startswith(_GENERATION_PREFIX))
+        entries = sum(1 for key in keys if not self._logical(key).startswith(_INTERNAL_PREFIX))
         await self._client.unlink(*keys)
         return entries
 
@@ -534,7 +553,7 @@ class RedisClusterBackend(_RedisBase):
             )
             matched = [key for key in keys if regex.fullmatch(self._logical(key))]
             page = await self._ttls_cluster(matched)
-            next_node_cursor = int(next_node_cursor)
+            next_node_cursor = _node_cursor(next_node_cursor)
             if next_node_cursor:
                 return (next_node_cursor << 8) | index, page
             return (index + 1 if index + 1 < len(nodes) else 0), page
@@ -557,12 +576,11 @@ class RedisClusterBackend(_RedisBase):
                     )
                     doomed = [key for key in keys if regex.fullmatch(self._logical(key))]
                     if doomed:
-                        async with self._client.pipeline(transaction=False) as pipe:
-                            for key in doomed:
-                                pipe.unlink(key)
-                            await pipe.execute()
-                        deleted += sum(1 for key in doomed if not self._logical(key).startswith(_GENERATION_PREFIX))
-                    if not int(node_cursor):
+                        # The cluster client splits a multi-key UNLINK by slot.
+                        await self._client.unlink(*doomed)
+                        deleted += sum(1 for key in doomed if not self._logical(key).startswith(_INTERNAL_PREFIX))
+                    node_cursor = _node_cursor(node_cursor)
+                    if not node_cursor:
                         break
             return deleted
 
