@@ -1,5 +1,6 @@
 """Shims over FastAPI versions (see FASTAPI_NOTES: include_router changed in 0.137)."""
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -11,7 +12,13 @@ try:  # FastAPI >= 0.137 keeps included routes and carries a per-inclusion conte
 except ImportError:  # FastAPI <= 0.136 copies routes with prefixed paths
     _effective_context = None
 
-__all__ = ["effective_route"]
+__all__ = ["effective_route", "scope_route"]
+
+_scope_context: Callable[[Any], Any] | None
+try:  # FastAPI >= 0.137: the inclusion context of the request lives in the scope.
+    from fastapi.routing import _get_scope_effective_route_context as _scope_context
+except ImportError:  # FastAPI <= 0.136
+    _scope_context = None
 
 
 def effective_route(route: APIRoute) -> Any:
@@ -24,6 +31,15 @@ def effective_route(route: APIRoute) -> Any:
     """
     if _effective_context is not None:
         context: Any = _effective_context.get()
+        if context is not None and context.original_route is route:
+            return context
+    return route
+
+
+def scope_route(scope: Any, route: APIRoute) -> Any:
+    """At request time, the object ``effective_route`` returned when the handler was built."""
+    if _scope_context is not None:
+        context = _scope_context(scope)
         if context is not None and context.original_route is route:
             return context
     return route

@@ -21,11 +21,15 @@ from .flights import FlightGroup
 from .service import CacheService
 from .stats import CacheStats
 
-__all__ = ["STATE_ATTRIBUTE", "CacheManager", "get_cache_service", "manager_from_request"]
+__all__ = ["STATE_ATTRIBUTE", "CacheManager", "get_cache_service", "manager_from_request", "manager_from_scope"]
 
 logger = logging.getLogger("intelligent_cache")
 
 STATE_ATTRIBUTE = "intelligent_cache"
+
+# Bounds of the decoded-entry memo: at most this many values of at most this size.
+_DECODED_MAX_ITEMS = 256
+_DECODED_MAX_SIZE = 64 * 1024
 
 
 class CacheManager:
@@ -53,7 +57,7 @@ class CacheManager:
             ``stale_while_revalidate``/``stale_if_error`` may still serve them.
             Off by default: with it, a read right after a write can return
             pre-write data.
-        invalidation_exclude: path prefixes whose writes never invalidate
+        invalidation_exclude_paths: path prefixes whose writes never invalidate
             automatically (webhooks, internal endpoints).
         clock: wall-clock time source (seconds since the epoch); tests inject one.
 
@@ -76,7 +80,7 @@ class CacheManager:
         lock_timeout: float = 5.0,
         cache_control: bool = True,
         soft_purge: bool = False,
-        invalidation_exclude: Sequence[str] = (),
+        invalidation_exclude_paths: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -91,10 +95,10 @@ class CacheManager:
             raise ConfigurationError("admin_prefix must start with '/' and not end with one")
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not 0 < lock_timeout < 3600:
             raise ConfigurationError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
-        if isinstance(invalidation_exclude, str) or not all(
-            isinstance(prefix, str) and prefix.startswith("/") for prefix in invalidation_exclude
+        if isinstance(invalidation_exclude_paths, str) or not all(
+            isinstance(prefix, str) and prefix.startswith("/") for prefix in invalidation_exclude_paths
         ):
-            raise ConfigurationError("invalidation_exclude takes a list of path prefixes starting with '/'")
+            raise ConfigurationError("invalidation_exclude_paths takes a list of path prefixes starting with '/'")
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.default_ttl = float(default_ttl)
         self.enabled = bool(enabled)
@@ -107,11 +111,12 @@ class CacheManager:
         self.lock_timeout = float(lock_timeout)
         self.cache_control = bool(cache_control)
         self.soft_purge = bool(soft_purge)
-        self.invalidation_exclude = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude)
+        self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
         self.clock = clock
         self.stats = CacheStats()
         self.flights: FlightGroup[Any] = FlightGroup()
         self._refreshing: set[str] = set()
+        self._decoded: dict[bytes, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._degraded = False
 
@@ -175,7 +180,8 @@ class CacheManager:
     def excluded_from_invalidation(self, path: str) -> bool:
         """Whether writes to ``path`` skip automatic invalidation."""
         return any(
-            prefix == "/" or path == prefix or path.startswith(prefix + "/") for prefix in self.invalidation_exclude
+            prefix == "/" or path == prefix or path.startswith(prefix + "/")
+            for prefix in self.invalidation_exclude_paths
         )
 
     def refresh_in_background(self, key: str, refresh: Callable[[], Coroutine[Any, Any, None]]) -> bool:
@@ -260,12 +266,24 @@ class CacheManager:
             self._failed("unlock", exc)
 
     def decode(self, raw: bytes) -> Any:
-        """Decode a stored value; a corrupt one counts and reads as ``None``."""
+        """Decode a stored value; a corrupt one counts and reads as ``None``.
+
+        Recently decoded small values are remembered by their bytes: a hot entry
+        is unpacked once, not on every HIT (equal bytes decode to equal values).
+        """
+        decoded = self._decoded.get(raw)
+        if decoded is not None:
+            return decoded
         try:
-            return decode(raw)
+            decoded = decode(raw)
         except CorruptEntryError:
             self.stats.corrupt += 1
             return None
+        if len(raw) <= _DECODED_MAX_SIZE:
+            if len(self._decoded) >= _DECODED_MAX_ITEMS:
+                del self._decoded[next(iter(self._decoded))]
+            self._decoded[raw] = decoded
+        return decoded
 
     async def store(self, key: str, entry: CachedResponse, keep_for: float | None = None) -> bool:
         """Store an entry for ``keep_for`` seconds (default: its TTL); ``False`` if the backend failed."""
@@ -304,7 +322,13 @@ class CacheManager:
 
 def manager_from_request(request: Request) -> CacheManager | None:
     """The manager attached to the request's app, if any."""
-    manager = getattr(request.app.state, STATE_ATTRIBUTE, None)
+    return manager_from_scope(request.scope)
+
+
+def manager_from_scope(scope: Any) -> CacheManager | None:
+    """The manager attached to the app serving an ASGI scope, if any."""
+    app = scope.get("app")
+    manager = getattr(getattr(app, "state", None), STATE_ATTRIBUTE, None)
     return manager if isinstance(manager, CacheManager) else None
 
 

@@ -33,7 +33,7 @@ from .entry import CachedResponse, VaryIndex, encode_vary_index, storable_header
 from .exceptions import ConfigurationError
 from .invalidation import generation_keys, invalidation_keys, tag_keys
 from .keys import build_key, extend_key
-from .manager import CacheManager, manager_from_request
+from .manager import CacheManager, manager_from_request, manager_from_scope
 from .policy import (
     SAFE_METHODS,
     RequestDirectives,
@@ -52,6 +52,13 @@ __all__ = ["CachedRoute"]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 REFRESH_FLAG = "intelligent_cache.refresh"
+# Where the fast path leaves its lookup for the full path, so a MISS reads the backend once.
+LOOKUP_KEY = "intelligent_cache.lookup"
+# Request headers that need the full path (directives, credentials, validators).
+_FULL_PATH_HEADERS = frozenset({b"cache-control", b"pragma", b"authorization", b"cookie", b"if-none-match"})
+_X_CACHE_HIT = (b"x-cache", b"HIT")
+_MEMO_SIZE = 4096
+_FAST_PATH_ATTRIBUTE = "_intelligent_cache_fast_path"
 _CACHE_NAME = "intelligent-cache"
 _SERVER_ERRORS = frozenset({500, 502, 503, 504})
 # Headers a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5).
@@ -177,6 +184,9 @@ class _CachingHandler:
         self.per_caller = per_caller or "authorization" in keyed_headers or "cookie" in keyed_headers or bool(cookies)
         self.authorization_ok = public or per_caller or "authorization" in keyed_headers
         self.cookie_ok = public or per_caller or bool(cookies) or "cookie" in keyed_headers
+        # Memos of pure functions of the request: hot keys are built once.
+        self._keys: dict[tuple[str, bytes, tuple[tuple[str, str | None], ...]], str] = {}
+        self._generation_keys: dict[str, tuple[tuple[str, ...], list[str]]] = {}
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -280,10 +290,13 @@ class _CachingHandler:
         refresh = bool(scope.get(REFRESH_FLAG))
         revalidate = directives.revalidate or refresh
         path: str = scope["path"]
-        params: dict[str, Any] = scope.get("path_params", {})
-        key = build_key("GET", path, scope["query_string"], self._vary_values(request), config.key_prefix)
-        tags = tuple(_fill(tag, params) for tag in config.tags)
-        raw, generations = await manager.lookup(key, generation_keys(path, tags))
+        key = self._key(path, scope["query_string"], tuple(self._vary_values(request)) if self.vary else ())
+        tags, counters = self._counters(path, scope.get("path_params", {}))
+        looked_up = scope.pop(LOOKUP_KEY, None)
+        if looked_up is not None and looked_up[0] == key and not revalidate:
+            _, raw, generations = looked_up
+        else:
+            raw, generations = await manager.lookup(key, counters)
         if generations is None:  # backend down: serve uncached, do not pile up on it
             return await self._skip(request, manager, "backend-error")
         now = manager.clock()
@@ -323,6 +336,67 @@ class _CachingHandler:
         return await self._compute(
             request, manager, config, key, generations, tags, directives, credentials, forward, stale, entry
         )
+
+    async def try_hit(self, scope: Scope, send: Send) -> bool:
+        """Answer a plain GET straight from the ASGI scope if it is a fresh HIT.
+
+        The fast path of routes without dependencies to run: no Request, no
+        exception wrapper, no exit stacks. Anything unusual (request directives,
+        credentials, validators, a per-caller key, a miss) returns ``False`` and
+        FastAPI's own path takes over, reusing this lookup. Behaviour is the
+        same either way; only the cost differs.
+        """
+        manager = manager_from_scope(scope)
+        if manager is None or not manager.enabled or self.vary:
+            return False
+        for name, _ in scope["headers"]:
+            if name in _FULL_PATH_HEADERS:
+                return False
+        path: str = scope["path"]
+        key = self._key(path, scope["query_string"], ())
+        counters = self._counters(path, scope.get("path_params", {}))[1]
+        raw, generations = await manager.lookup(key, counters)
+        if raw is None or generations is None:
+            scope[LOOKUP_KEY] = (key, raw, generations)
+            return False
+        entry = manager.decode(raw)
+        if isinstance(entry, CachedResponse) and list(entry.generations) == generations:
+            now = manager.clock()
+            age = now - entry.stored_at
+            if age < entry.ttl:
+                manager.stats.hit(self.template)
+                headers = [
+                    *entry.headers,
+                    (b"age", b"%d" % max(age, 0)),
+                    _X_CACHE_HIT,
+                    (b"cache-status", b"intelligent-cache; hit; ttl=%d" % (entry.ttl - age)),
+                ]
+                await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+                await send({"type": "http.response.body", "body": entry.body})
+                return True
+        scope[LOOKUP_KEY] = (key, raw, generations)
+        return False
+
+    def _key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...]) -> str:
+        memo = (path, query, vary)
+        key = self._keys.get(memo)
+        if key is None:
+            if len(self._keys) >= _MEMO_SIZE:
+                self._keys.clear()
+            assert self.config is not None
+            key = self._keys[memo] = build_key("GET", path, query, vary, self.config.key_prefix)
+        return key
+
+    def _counters(self, path: str, params: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+        # Tags only use path parameters, which the path determines: memoize by path.
+        found = self._generation_keys.get(path)
+        if found is None:
+            if len(self._generation_keys) >= _MEMO_SIZE:
+                self._generation_keys.clear()
+            assert self.config is not None
+            tags = tuple(_fill(tag, params) for tag in self.config.tags)
+            found = self._generation_keys[path] = (tags, generation_keys(path, tags))
+        return found
 
     def _usable(
         self, entry: CachedResponse, generations: list[int], credentials: bool, manager: CacheManager
@@ -654,6 +728,12 @@ class CachedRoute(APIRoute):
             headers=headers,
             cookies=cookies,
         )
+        if reads and hit_handler is None:
+            # Offer the fast path to handle(). The wrapper is kept on whatever
+            # FastAPI built this handler for: the inclusion context (new FastAPI,
+            # one per include_router) or the route itself (a direct route, or a
+            # route copy on FastAPI <= 0.136). Never shared between inclusions.
+            setattr(route, _FAST_PATH_ATTRIBUTE, wrapper)
         return wrapper.__call__
 
     def _hit_handler(self, route: Any) -> Handler:
@@ -679,4 +759,12 @@ class CachedRoute(APIRoute):
             # HEAD is the GET without a body: same key, same headers, Content-Length included.
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
+        if self._answers_head and scope["method"] == "GET":
+            fast: _CachingHandler | None = getattr(_compat.scope_route(scope, self), _FAST_PATH_ATTRIBUTE, None)
+            if fast is not None:
+                try:
+                    if await fast.try_hit(scope, send):
+                        return
+                except Exception:  # the full path below handles (and reports) whatever went wrong
+                    scope.pop(LOOKUP_KEY, None)
         await super().handle(scope, receive, send)

@@ -1,0 +1,42 @@
+"""intelligent-cache in front of the same endpoint. IC_BACKEND=memory|redis|cluster, IC_REDIS_URL, IC_CLUSTER_NODES."""
+
+import os
+
+from fastapi import FastAPI
+
+from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
+
+from .common import Item, Limit, Page, make_items
+
+
+def _backend() -> CacheBackend:
+    kind = os.environ.get("IC_BACKEND", "memory")
+    if kind == "redis":
+        from intelligent_cache.backends import RedisBackend
+
+        return RedisBackend(os.environ["IC_REDIS_URL"], key_prefix="bench:")
+    if kind == "cluster":
+        from intelligent_cache.backends.redis import RedisClusterBackend
+
+        nodes = [(host, int(port)) for host, port in (n.split(":") for n in os.environ["IC_CLUSTER_NODES"].split(","))]
+        return RedisClusterBackend(startup_nodes=nodes, key_prefix="bench:")
+    return MemoryBackend()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+    CacheManager(_backend(), default_ttl=3600).init_app(app)
+
+    @app.get("/items", response_model=list[Item])
+    @cache_config(ttl_seconds=3600)
+    async def items(page: int = Page, limit: int = Limit) -> list[Item]:
+        return make_items(page, limit)
+
+    @app.get("/uncached", response_model=list[Item])
+    async def uncached(page: int = Page, limit: int = Limit) -> list[Item]:
+        return make_items(page, limit)
+
+    return app
+
+
+app = create_app()
