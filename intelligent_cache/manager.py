@@ -59,6 +59,9 @@ class CacheManager:
             pre-write data.
         invalidation_exclude_paths: path prefixes whose writes never invalidate
             automatically (webhooks, internal endpoints).
+        stats_flush_interval: seconds between two additions of this process's
+            counters to the backend's shared ones (Redis), so stats cover every
+            worker without a round trip per request.
         clock: wall-clock time source (seconds since the epoch); tests inject one.
 
     Raises:
@@ -81,6 +84,7 @@ class CacheManager:
         cache_control: bool = True,
         soft_purge: bool = False,
         invalidation_exclude_paths: Sequence[str] = (),
+        stats_flush_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -108,6 +112,11 @@ class CacheManager:
         self.allow_unauthenticated_admin = allow_unauthenticated_admin
         self.admin_prefix = admin_prefix
         self.max_response_size = max_response_size
+        if isinstance(stats_flush_interval, bool) or not isinstance(stats_flush_interval, int | float):
+            raise ConfigurationError("stats_flush_interval must be a number of seconds")
+        if not 0 < stats_flush_interval <= 3600:
+            raise ConfigurationError("stats_flush_interval must be between 0 and 3600 seconds")
+        self.stats_flush_interval = float(stats_flush_interval)
         self.lock_timeout = float(lock_timeout)
         self.cache_control = bool(cache_control)
         self.soft_purge = bool(soft_purge)
@@ -161,13 +170,51 @@ class CacheManager:
 
         @asynccontextmanager
         async def lifespan(app_: Any) -> AsyncIterator[Any]:
+            flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
             try:
                 async with original(app_) as state:
                     yield state
             finally:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+                await self.flush_stats()
                 await self.aclose()
 
         app.router.lifespan_context = lifespan
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_flush_interval)
+            await self.flush_stats()
+
+    async def flush_stats(self) -> None:
+        """Add this process's new counts to the backend's shared counters (if it has any)."""
+        delta = self.stats.delta()
+        if not delta:
+            return
+        try:
+            await self.backend.add_counters(delta)
+        except Exception as exc:
+            self._failed("stats flush", exc)
+            return
+        self.stats.mark_flushed(delta)
+
+    async def shared_counters(self) -> tuple[dict[str, int], bool]:
+        """Counters of every process sharing the backend (this one's unflushed counts included).
+
+        The flag says whether they are shared: per-process backends, or a
+        failing shared one, give this process's counters and ``False``.
+        """
+        try:
+            shared = await self.backend.read_counters()
+        except Exception as exc:
+            self._failed("stats read", exc)
+            shared = None
+        if shared is None:
+            return dict(self.stats.counters), False
+        for name, amount in self.stats.delta().items():
+            shared[name] = shared.get(name, 0) + amount
+        return shared, True
 
     async def aclose(self) -> None:
         """Cancel background refreshes and close the backend's connections."""

@@ -193,7 +193,13 @@ class _CachingHandler:
     async def __call__(self, request: Request) -> Response:
         method = request.scope["method"]
         if method == "GET" and self.config is not None:
-            return await self._read_through(request, self.config)
+            started = time.perf_counter()
+            response = await self._read_through(request, self.config)
+            manager = manager_from_request(request)
+            if manager is not None:
+                outcome = next((v for n, v in reversed(response.raw_headers) if n == b"x-cache"), b"SKIP")
+                manager.stats.observe(self.template, outcome.decode().lower(), time.perf_counter() - started)
+            return response
         if self.writes and method not in SAFE_METHODS:
             return await self._write(request)
         return await self.handler(request)
@@ -346,6 +352,7 @@ class _CachingHandler:
         FastAPI's own path takes over, reusing this lookup. Behaviour is the
         same either way; only the cost differs.
         """
+        started = time.perf_counter()
         manager = manager_from_scope(scope)
         if manager is None or not manager.enabled or self.vary:
             return False
@@ -364,7 +371,8 @@ class _CachingHandler:
             now = manager.clock()
             age = now - entry.stored_at
             if age < entry.ttl:
-                manager.stats.hit(self.template)
+                stats = manager.stats
+                stats.hit(self.template)
                 headers = [
                     *entry.headers,
                     (b"age", b"%d" % max(age, 0)),
@@ -373,6 +381,7 @@ class _CachingHandler:
                 ]
                 await send({"type": "http.response.start", "status": entry.status, "headers": headers})
                 await send({"type": "http.response.body", "body": entry.body})
+                stats.observe(self.template, "hit", time.perf_counter() - started)
                 return True
         scope[LOOKUP_KEY] = (key, raw, generations)
         return False

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from .entry import CachedResponse, encode, encode_value
 from .exceptions import BackendError, ConfigurationError
 from .invalidation import INTERNAL_PREFIX, invalidation_keys, tag_keys
+from .stats import summarize
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -110,9 +111,17 @@ class CacheService:
         await self._call("invalidate", self._manager.backend.bump(tag_keys(tags)))
 
     async def get_stats(self) -> dict[str, Any]:
-        """Counters and backend information."""
-        stats = self._manager.stats.snapshot()
-        stats["backend"] = self._manager.backend.name
-        stats["enabled"] = self._manager.enabled
-        stats["degraded"] = self._manager.degraded
+        """Counters and backend information.
+
+        With a Redis backend the counters add up every process sharing it
+        (each flushes its counts every ``stats_flush_interval`` seconds); with
+        the memory backend they are this process's.
+        """
+        manager = self._manager
+        counters, shared = await manager.shared_counters()
+        stats = summarize(counters)
+        stats["scope"] = "shared" if shared else "process"
+        stats["backend"] = manager.backend.info()
+        stats["enabled"] = manager.enabled
+        stats["degraded"] = manager.degraded
         return stats

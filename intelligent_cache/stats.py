@@ -1,110 +1,158 @@
-"""Per-process counters of what the cache did."""
+"""Counters of what the cache did, per process, mergeable across processes.
 
-from dataclasses import dataclass, field
+Every counter is one integer in a flat mapping (``"hits"``,
+``"route|/items|hits"``, ``"latency|/items|hit|3"``...), so that the counters of
+several workers add up field by field: the Redis backends keep a shared hash
+that each process adds its deltas to in batches (see
+:meth:`~intelligent_cache.CacheManager.flush_stats`), never one round trip per
+request.
+"""
+
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CacheStats"]
+__all__ = ["LATENCY_BUCKETS", "CacheStats", "summarize"]
+
+#: Upper bounds (seconds) of the latency histogram buckets, Prometheus style.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+_TOTALS = (
+    "hits",
+    "misses",
+    "skips",
+    "stale",
+    "collapsed",
+    "stores",
+    "errors",
+    "corrupt",
+    "invalidations",
+    "invalidation_errors",
+    "refresh_errors",
+)
+_OUTCOMES = {"hit": "hits", "miss": "misses", "skip": "skips", "stale": "stale"}
 
 
-@dataclass(slots=True)
-class _RouteCounts:
-    hits: int = 0
-    misses: int = 0
-    skips: int = 0
-    stale: int = 0
+class _Total:
+    """A flat counter exposed as an attribute (``stats.errors += 1``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: "CacheStats | None", owner: type) -> Any:
+        if instance is None:
+            return self
+        return instance.counters.get(self.name, 0)
+
+    def __set__(self, instance: "CacheStats", value: int) -> None:
+        instance.counters[self.name] = value
 
 
-@dataclass(slots=True)
 class CacheStats:
     """Counters kept by a :class:`~intelligent_cache.CacheManager`.
 
     ``hits`` were served from the cache, ``misses`` computed and stored,
-    ``skips`` computed without using the cache (bypassed or not storable).
-    ``stale`` were served past their lifetime (stale-while-revalidate or
-    stale-if-error), ``collapsed`` waited for another request's computation.
+    ``skips`` computed without using the cache (bypassed or not storable),
+    ``stale`` served past their lifetime (stale-while-revalidate or
+    stale-if-error), ``collapsed`` answered by another request's computation.
     ``errors`` counts failed backend calls, ``corrupt`` unreadable entries.
     """
 
-    hits: int = 0
-    misses: int = 0
-    skips: int = 0
-    stale: int = 0
-    collapsed: int = 0
-    refresh_errors: int = 0
-    stores: int = 0
-    errors: int = 0
-    corrupt: int = 0
-    invalidations: int = 0
-    invalidation_errors: int = 0
-    skip_reasons: dict[str, int] = field(default_factory=dict)
-    routes: dict[str, _RouteCounts] = field(default_factory=dict)
+    hits = _Total()
+    misses = _Total()
+    skips = _Total()
+    stale = _Total()
+    collapsed = _Total()
+    stores = _Total()
+    errors = _Total()
+    corrupt = _Total()
+    invalidations = _Total()
+    invalidation_errors = _Total()
+    refresh_errors = _Total()
 
-    def _route(self, route: str) -> _RouteCounts:
-        counts = self.routes.get(route)
-        if counts is None:
-            counts = self.routes[route] = _RouteCounts()
-        return counts
+    def __init__(self) -> None:
+        self.counters: dict[str, int] = {}
+        self._flushed: dict[str, int] = {}
+
+    def _add(self, name: str, amount: int = 1) -> None:
+        counters = self.counters
+        counters[name] = counters.get(name, 0) + amount
+
+    def record(self, route: str, outcome: str) -> None:
+        """Count one request of ``route`` with ``outcome`` (hit, miss, skip, stale)."""
+        total = _OUTCOMES[outcome]
+        self._add(total)
+        self._add(f"route|{route}|{total}")
+
+    def observe(self, route: str, outcome: str, seconds: float) -> None:
+        """Add a request's duration in the cache layer to the latency histogram."""
+        bucket = len(LATENCY_BUCKETS)
+        for index, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                bucket = index
+                break
+        self._add(f"latency|{route}|{outcome}|{bucket}")
+        self._add(f"latency_us|{route}|{outcome}", int(seconds * 1_000_000))
 
     def hit(self, route: str) -> None:
-        self.hits += 1
-        self._route(route).hits += 1
+        self.record(route, "hit")
 
     def miss(self, route: str) -> None:
-        self.misses += 1
-        self._route(route).misses += 1
+        self.record(route, "miss")
 
     def served_stale(self, route: str) -> None:
-        self.stale += 1
-        self._route(route).stale += 1
+        self.record(route, "stale")
 
     def skip(self, route: str, reason: str) -> None:
-        self.skips += 1
-        self._route(route).skips += 1
-        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
+        self.record(route, "skip")
+        self._add(f"skip_reason|{reason}")
 
     @property
     def hit_rate(self) -> float:
         """Hits over hits plus misses (0.0 before any lookup)."""
-        lookups = self.hits + self.misses
-        return self.hits / lookups if lookups else 0.0
+        return _hit_rate(self.counters)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-ready copy of every counter."""
+    def delta(self) -> dict[str, int]:
+        """What changed since the last :meth:`mark_flushed`."""
+        flushed = self._flushed
         return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "skips": self.skips,
-            "stale": self.stale,
-            "collapsed": self.collapsed,
-            "hit_rate": round(self.hit_rate, 4),
-            "stores": self.stores,
-            "errors": self.errors,
-            "corrupt": self.corrupt,
-            "invalidations": self.invalidations,
-            "invalidation_errors": self.invalidation_errors,
-            "refresh_errors": self.refresh_errors,
-            "skip_reasons": dict(self.skip_reasons),
-            "routes": {
-                route: {"hits": c.hits, "misses": c.misses, "skips": c.skips, "stale": c.stale}
-                for route, c in sorted(self.routes.items())
-            },
+            name: value - flushed.get(name, 0) for name, value in self.counters.items() if value != flushed.get(name, 0)
         }
 
+    def mark_flushed(self, delta: Mapping[str, int]) -> None:
+        """Record that ``delta`` reached the shared counters."""
+        for name, value in delta.items():
+            self._flushed[name] = self._flushed.get(name, 0) + value
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready summary of this process's counters."""
+        return summarize(self.counters)
+
     def reset(self) -> None:
-        """Zero every counter."""
-        for name in (
-            "hits",
-            "misses",
-            "skips",
-            "stale",
-            "collapsed",
-            "stores",
-            "errors",
-            "corrupt",
-            "invalidations",
-            "invalidation_errors",
-            "refresh_errors",
-        ):
-            setattr(self, name, 0)
-        self.skip_reasons.clear()
-        self.routes.clear()
+        """Zero every counter of this process."""
+        self.counters.clear()
+        self._flushed.clear()
+
+
+def _hit_rate(counters: Mapping[str, int]) -> float:
+    hits, misses = counters.get("hits", 0), counters.get("misses", 0)
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
+def summarize(counters: Mapping[str, int]) -> dict[str, Any]:
+    """Turn flat counters (one process's or several added up) into the stats document."""
+    summary: dict[str, Any] = {name: counters.get(name, 0) for name in _TOTALS}
+    summary["hit_rate"] = round(_hit_rate(counters), 4)
+    reasons: dict[str, int] = {}
+    routes: dict[str, dict[str, int]] = {}
+    for name, value in counters.items():
+        kind, _, rest = name.partition("|")
+        if kind == "skip_reason":
+            reasons[rest] = value
+        elif kind == "route":
+            route, _, total = rest.rpartition("|")
+            routes.setdefault(route, dict.fromkeys(("hits", "misses", "skips", "stale"), 0))[total] = value
+    summary["skip_reasons"] = dict(sorted(reasons.items()))
+    summary["routes"] = {
+        route: {**counts, "hit_rate": round(_hit_rate(counts), 4)} for route, counts in sorted(routes.items())
+    }
+    return summary

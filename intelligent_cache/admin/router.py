@@ -7,12 +7,14 @@ manager explicitly allows unauthenticated access.
 
 # No "from __future__ import annotations" here: FastAPI introspects these signatures.
 
+import functools
 import logging
 import time
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from ..entry import CachedResponse
@@ -20,6 +22,8 @@ from ..exceptions import BackendError, ConfigurationError
 from ..invalidation import INTERNAL_PREFIX
 from ..manager import CacheManager
 from ..service import MAX_PATTERN_LENGTH
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render as render_metrics
 
 __all__ = ["admin_router"]
 
@@ -148,18 +152,38 @@ def admin_router(manager: CacheManager) -> APIRouter:
 
     @router.get("/stats")
     async def stats() -> dict[str, Any]:
-        """Hit/miss counters, per route, and backend state."""
+        """Hit/miss counters (all workers sharing a Redis backend), per route, and backend state."""
         return await service.get_stats()
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format: requests by route and outcome, errors, latency histograms."""
+        counters, _ = await manager.shared_counters()
+        breaker = manager.backend.info().get("breaker")
+        breaker_open = None if breaker is None else breaker.get("state") != "closed"
+        return PlainTextResponse(render_metrics(counters, breaker_open=breaker_open), media_type=METRICS_CONTENT_TYPE)
 
     @router.get("/health", response_model=None)
     async def health() -> JSONResponse:
         """200 with the backend's latency when it answers, 503 with a reason when not."""
+        info = manager.backend.info()
         started = time.perf_counter()
         try:
             await manager.backend.ping()
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", "backend": manager.backend.name, "reason": repr(exc)}, 503)
+            return JSONResponse({"status": "unavailable", **info, "reason": repr(exc)}, 503)
         latency_ms = (time.perf_counter() - started) * 1000
-        return JSONResponse({"status": "ok", "backend": manager.backend.name, "latency_ms": round(latency_ms, 3)})
+        return JSONResponse({"status": "ok", **info, "latency_ms": round(latency_ms, 3)})
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        """The dashboard page: one self-contained HTML file that only calls this API."""
+        return HTMLResponse(_dashboard_html(), headers={"cache-control": "no-store"})
 
     return router
+
+
+@functools.cache
+def _dashboard_html() -> str:
+    return resources.files(__package__).joinpath("dashboard.html").read_text(encoding="utf-8")

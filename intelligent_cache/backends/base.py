@@ -13,7 +13,7 @@ entry remembers. ``bump`` increments counters (creating them if absent).
 
 import abc
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["CacheBackend", "new_generation"]
@@ -79,6 +79,16 @@ class CacheBackend(abc.ABC):
 
     async def release_lock(self, name: str, token: str) -> None:  # noqa: B027 - nothing to release by default
         """Release a lock if ``token`` still holds it."""
+
+    async def add_counters(self, deltas: Mapping[str, int]) -> None:  # noqa: B027 - per-process by default
+        """Add to the statistics counters shared by every process using this backend.
+
+        The default keeps nothing: a per-process backend has per-process stats.
+        """
+
+    async def read_counters(self) -> dict[str, int] | None:
+        """The shared statistics counters, or ``None`` if this backend shares none."""
+        return None
 
     async def ping(self) -> None:
         """Raise if the backend cannot serve requests. The default reads a key."""

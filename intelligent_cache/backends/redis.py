@@ -15,7 +15,7 @@ one probe through and closes again once Redis answers.
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 _BATCH = 500
 _INTERNAL_PREFIX = "~"
+_STATS_KEY = "~s:stats"
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -256,6 +257,19 @@ class _RedisBase(CacheBackend):
                 await pipe.execute()
 
         await self._guard(run)
+
+    async def add_counters(self, deltas: Mapping[str, int]) -> None:
+        async def run() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, amount in deltas.items():
+                    pipe.hincrby(self._physical(_STATS_KEY), name, amount)
+                await pipe.execute()
+
+        await self._guard(run)
+
+    async def read_counters(self) -> dict[str, int] | None:
+        raw = await self._guard(lambda: self._client.hgetall(self._physical(_STATS_KEY)))
+        return {name.decode("utf-8", "replace"): int(value) for name, value in raw.items()}
 
     async def acquire_lock(self, name: str, ttl: float) -> str | None:
         token = secrets.token_hex(8)
