@@ -8,7 +8,10 @@ PORT ?= 8000
 OLDEST_FASTAPI ?= 0.136.3
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-oldest check lint typecheck format bench clean
+PEERS_VENV ?= .venv-bench-peers
+OLDEST_REDIS ?= 5.3.1
+
+.PHONY: help install demo test test-oldest check lint typecheck format bench faults soak clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,10 +37,10 @@ test: $(BIN)/.installed ## Run the test suite (starts its own redis-server proce
 $(OLDEST_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(OLDEST_VENV)
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(OLDEST_VENV)/bin/python -m pip install --quiet -e '.[redis,test]' 'fastapi==$(OLDEST_FASTAPI)'
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -e '.[redis,test]' 'fastapi==$(OLDEST_FASTAPI)' 'redis==$(OLDEST_REDIS)'
 	touch $@
 
-test-oldest: $(OLDEST_VENV)/bin/.installed ## Run the suite on the oldest supported FastAPI (copied routes)
+test-oldest: $(OLDEST_VENV)/bin/.installed ## Run the suite on the oldest supported FastAPI and redis-py
 	$(OLDEST_VENV)/bin/python -m pytest
 
 check: lint typecheck ## Lint and type-check
@@ -53,9 +56,25 @@ format: $(BIN)/.installed ## Reformat the code with ruff
 typecheck: $(BIN)/.installed ## mypy --strict on the package
 	$(BIN)/mypy
 
-bench: $(BIN)/.installed ## Run the benchmarks (see bench/README)
-	$(BIN)/python -m bench
+$(PEERS_VENV)/bin/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet 'fastapi-intelligent-cache==0.1.5' 'fastapi-cache2==0.2.2' \
+		jinja2 uvicorn uvloop httptools redis
+	touch $@
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet uvloop httptools
+	touch $@
+
+bench: $(BIN)/.bench-installed $(PEERS_VENV)/bin/.installed ## Benchmarks: in-process, memory, invalidation, HTTP vs peers
+	BENCH_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python -m bench
+
+faults: $(BIN)/.bench-installed ## Fault run: example_app under load while Redis is killed, paused, filled
+	$(BIN)/python -m bench.faults
+
+soak: $(BIN)/.bench-installed ## 10-minute soak: RSS and memory-backend budget stay flat
+	$(BIN)/python -m bench.soak
 
 clean: ## Remove virtualenvs, caches and build output
-	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

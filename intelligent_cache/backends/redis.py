@@ -401,6 +401,20 @@ class RedisBackend(_RedisBase):
         return self._sentinel.master_for(service, db=db or 0, max_connections=max_connections)
 
     async def _mget(self, names: list[str]) -> list[Any]:
+        # The lookup of every request: one MGET on a pooled connection, without
+        # the client's per-command machinery (retries are the breaker's job).
+        pool = self._client.connection_pool
+        if self._owns_client and self._sentinel is None:
+            connection = await pool.get_connection()
+            try:
+                await connection.send_packed_command(connection.pack_command("MGET", *names), check_health=False)
+                values = await connection.read_response()
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                await pool.release(connection)
+            return list(values)
         return list(await self._client.mget(names))
 
     async def scan(
