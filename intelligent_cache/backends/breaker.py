@@ -1,0 +1,89 @@
+"""A circuit breaker for backends that talk to a server."""
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import BackendUnavailable, ConfigurationError
+
+__all__ = ["CircuitBreaker"]
+
+logger = logging.getLogger("intelligent_cache")
+
+
+class CircuitBreaker:
+    """Stops calling a failing backend for a while, then probes it.
+
+    ``closed``: calls go through. ``open``: calls fail at once with
+    :class:`BackendUnavailable` until ``recovery_timeout`` has passed.
+    ``half-open``: one probe call goes through; success closes the breaker,
+    failure opens it again. State changes are logged once each.
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 3,
+        recovery_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "redis",
+    ) -> None:
+        if failure_threshold < 1:
+            raise ConfigurationError("failure_threshold must be at least 1")
+        if recovery_timeout <= 0:
+            raise ConfigurationError("recovery_timeout must be positive")
+        self.failure_threshold = failure_threshold
+        self.recovery_timeout = recovery_timeout
+        self._clock = clock
+        self._name = name
+        self.state = "closed"
+        self.failures = 0
+        self.opened_at = 0.0
+        self.last_error = ""
+        self.times_opened = 0
+
+    def before_call(self) -> None:
+        """Raise :class:`BackendUnavailable` if the call must not be made."""
+        if self.state == "closed":
+            return
+        if self.state == "open" and self._clock() - self.opened_at >= self.recovery_timeout:
+            self.state = "half-open"
+            return
+        raise BackendUnavailable(f"{self._name} circuit is {self.state}: {self.last_error}")
+
+    def succeeded(self) -> None:
+        if self.state != "closed":
+            logger.warning("%s answers again: circuit closed", self._name)
+        self.state = "closed"
+        self.failures = 0
+
+    def abandoned(self) -> None:
+        """The call was cancelled: it proved nothing, so let the next call probe."""
+        if self.state == "half-open":
+            self.state = "open"
+            self.opened_at = self._clock() - self.recovery_timeout
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = repr(exc)
+        if self.state == "half-open" or (self.state == "closed" and self.failures >= self.failure_threshold):
+            if self.state == "closed":
+                logger.warning(
+                    "%s failed %d times in a row, circuit opened for %.1fs: %r",
+                    self._name,
+                    self.failures,
+                    self.recovery_timeout,
+                    exc,
+                )
+                self.times_opened += 1
+            self.state = "open"
+            self.opened_at = self._clock()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "consecutive_failures": self.failures,
+            "times_opened": self.times_opened,
+            "last_error": self.last_error,
+        }

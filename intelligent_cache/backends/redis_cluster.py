@@ -1,0 +1,182 @@
+"""The Redis Cluster backend."""
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from ..keys import glob_to_regex
+from ._redis_common import (
+    BATCH,
+    INTERNAL_PREFIX,
+    AsyncRedisCluster,
+    ClusterNode,
+    NoBackoff,
+    RedisBase,
+    Retry,
+    node_cursor,
+)
+
+__all__ = ["RedisClusterBackend"]
+
+
+def _slot_tag(key: str) -> str | None:
+    """The hash tag that keeps an entry and its path counters in one cluster slot.
+
+    It is the first path segment: ``GET:spaces:1:items`` and ``~g:s:spaces:1``
+    both map to ``spaces`` (the root path maps to ``/``). Tag counters get
+    ``t:<tag>``; other keys (manual values) get none.
+    """
+    parts = key.split(":", 3)
+    if parts[0] == "~g":
+        if len(parts) < 2:
+            return None
+        if parts[1] == "t":
+            return key[3:]
+        return parts[2] if len(parts) > 2 and parts[2] else "/"
+    if parts[0] == "GET":
+        return (parts[1] if len(parts) > 1 else "") or "/"
+    if len(parts) > 2 and parts[1] == "GET":
+        return parts[2] or "/"
+    return None
+
+
+class RedisClusterBackend(RedisBase):
+    """Entries spread over a Redis Cluster.
+
+    Keys are laid out as ``<key_prefix>{<first path segment>}<logical key>``, so
+    an entry and the invalidation counters of its path share one hash slot and
+    a lookup is a single ``MGET`` on one node. Pattern clears and key listing
+    walk every primary.
+
+    Args:
+        url: ``redis://host:port`` of any node (or give ``startup_nodes``).
+        startup_nodes: ``(host, port)`` pairs to discover the cluster from.
+        max_connections: connections per node.
+        Other arguments as for :class:`RedisBackend`.
+    """
+
+    name = "redis-cluster"
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        startup_nodes: Sequence[tuple[str, int]] | None = None,
+        password: str | None = None,
+        max_connections: int = 50,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        key_prefix: str = "ic:",
+        client: "AsyncRedisCluster | None" = None,
+        generation_ttl: float = 7 * 24 * 3600,
+        failure_threshold: int = 3,
+        recovery_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            key_prefix=key_prefix,
+            generation_ttl=generation_ttl,
+            failure_threshold=failure_threshold,
+            recovery_timeout=recovery_timeout,
+            clock=clock,
+        )
+        if "{" in key_prefix or "}" in key_prefix:
+            raise ConfigurationError("a cluster key_prefix cannot contain '{' or '}': they pick the hash slot")
+        self._owns_client = client is None
+        if client is not None:
+            self._client = client
+            return
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+            "max_connections": max_connections,
+            "decode_responses": False,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if password is not None:
+            options["password"] = password
+        if startup_nodes:
+            nodes = [ClusterNode(host, port) for host, port in startup_nodes]
+            self._client = AsyncRedisCluster(startup_nodes=nodes, **options)
+        elif url:
+            self._client = AsyncRedisCluster.from_url(url, **options)
+        else:
+            raise ConfigurationError("RedisClusterBackend needs a url or startup_nodes")
+
+    def _physical(self, key: str) -> str:
+        tag = _slot_tag(key)
+        if tag is None:
+            return self.key_prefix + key
+        return f"{self.key_prefix}{{{tag}}}{key}"
+
+    def _logical(self, physical: bytes | str) -> str:
+        text = super()._logical(physical)
+        if text.startswith("{"):
+            end = text.find("}")
+            if end != -1:
+                return text[end + 1 :]
+        return text
+
+    async def _mget(self, names: list[str]) -> list[Any]:
+        slots = {self._client.keyslot(name) for name in names}
+        if len(slots) == 1:
+            return list(await self._client.mget(names))
+        return list(await self._client.mget_nonatomic(names))
+
+    def _primaries(self) -> list[Any]:
+        return sorted(self._client.get_primaries(), key=lambda node: (node.host, node.port))
+
+    async def scan(
+        self, pattern: str = "*", cursor: int = 0, count: int = 100
+    ) -> tuple[int, list[tuple[str, float | None]]]:
+        # The cursor packs the node index (low 8 bits) and that node's own cursor.
+        regex = glob_to_regex(pattern)
+
+        async def run() -> tuple[int, list[tuple[str, float | None]]]:
+            nodes = self._primaries()
+            index, position = cursor & 0xFF, cursor >> 8
+            if index >= len(nodes):
+                return 0, []
+            node = nodes[index]
+            next_node_cursor, keys = await self._client.scan(
+                cursor=position, match=self._glob_prefix + "*", count=count, target_nodes=node
+            )
+            matched = [key for key in keys if regex.fullmatch(self._logical(key))]
+            page = await self._ttls_cluster(matched)
+            next_node_cursor = node_cursor(next_node_cursor)
+            if next_node_cursor:
+                return (next_node_cursor << 8) | index, page
+            return (index + 1 if index + 1 < len(nodes) else 0), page
+
+        return await self._guard(run)
+
+    async def _ttls_cluster(self, keys: list[bytes]) -> list[tuple[str, float | None]]:
+        return await self._ttls(self._client, keys)
+
+    async def clear(self, pattern: str | None = None) -> int:
+        regex = glob_to_regex("*" if pattern is None else pattern)
+
+        async def run() -> int:
+            deleted = 0
+            for node in self._primaries():
+                position = 0
+                while True:
+                    position, keys = await self._client.scan(
+                        cursor=position, match=self._glob_prefix + "*", count=BATCH, target_nodes=node
+                    )
+                    doomed = [key for key in keys if regex.fullmatch(self._logical(key))]
+                    if doomed:
+                        # The cluster client splits a multi-key UNLINK by slot.
+                        await self._client.unlink(*doomed)
+                        deleted += sum(1 for key in doomed if not self._logical(key).startswith(INTERNAL_PREFIX))
+                    position = node_cursor(position)
+                    if not position:
+                        break
+            return deleted
+
+        return await self._guard(run)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
