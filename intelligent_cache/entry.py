@@ -56,12 +56,12 @@ _NOT_STORED = frozenset(
 )
 
 
-def storable_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def storable_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
     """The end-to-end headers of a response, in order, as the cache keeps them."""
-    return [(name, value) for name, value in raw_headers if name.lower() not in _NOT_STORED]
+    return tuple((name, value) for name, value in raw_headers if name.lower() not in _NOT_STORED)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class CachedResponse:
     """A response as the cache stores it.
 
@@ -80,7 +80,7 @@ class CachedResponse:
     """
 
     status: int
-    headers: list[tuple[bytes, bytes]]
+    headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     stored_at: float
     ttl: float
@@ -150,7 +150,7 @@ def decode(data: bytes) -> Any:
         item = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise CorruptEntryError("not a msgpack entry") from exc
-    if not isinstance(item, list) or len(item) < 3 or item[1] != FORMAT_VERSION:
+    if not isinstance(item, list) or len(item) < 3 or type(item[1]) is not int or item[1] != FORMAT_VERSION:
         raise CorruptEntryError("unknown entry format")
     if item[0] == _VALUE and len(item) == 3:
         return item[2]
@@ -165,21 +165,39 @@ def decode(data: bytes) -> Any:
         _, _, status, headers, body, stored_at, ttl, generations, path, route, tags, vary = item
         entry = CachedResponse(
             status=_int(status),
-            headers=[(_bytes(name), _bytes(value)) for name, value in headers],
+            headers=tuple((_bytes(name), _bytes(value)) for name, value in _list(headers)),
             body=_bytes(body),
-            stored_at=float(stored_at),
-            ttl=float(ttl),
-            generations=tuple(_int(g) for g in generations),
-            path=str(path),
-            route=str(route),
-            tags=tuple(str(tag) for tag in tags),
-            vary=tuple((str(name), None if value is None else str(value)) for name, value in vary),
+            stored_at=_number(stored_at),
+            ttl=_number(ttl),
+            generations=tuple(_int(g) for g in _list(generations)),
+            path=_str(path),
+            route=_str(route),
+            tags=tuple(_str(tag) for tag in _list(tags)),
+            vary=tuple((_str(name), None if value is None else _str(value)) for name, value in _list(vary)),
         )
     except (TypeError, ValueError) as exc:
         raise CorruptEntryError("malformed entry") from exc
     if not 100 <= entry.status <= 599 or not (math.isfinite(entry.stored_at) and math.isfinite(entry.ttl)):
         raise CorruptEntryError("malformed entry status")
     return entry
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("expected a number")
+    return float(value)
 
 
 def _bytes(value: Any) -> bytes:

@@ -141,31 +141,50 @@ def hierarchy(path: str, max_depth: int = 16) -> list[str]:
     return segments
 
 
+def _class_char(char: str) -> str:
+    return "\\" + char if char in "\\]^-[" else char
+
+
 def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Redis-style glob (``*``, ``?``, ``[a-z]``, ``[^x]``, ``\\x``)."""
+    """Compile a Redis-style glob exactly as Redis matches it (``stringmatchlen``).
+
+    ``*`` and ``?``; ``[abc]``, ``[^abc]``, ``[a-z]`` (reversed ranges swap,
+    ``\\x`` escapes inside a class, an unterminated class ends with the
+    pattern); ``\\x`` outside a class is a literal ``x``. Never raises.
+    """
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
         char = pattern[i]
         if char == "*":
-            out.append(".*")
+            if not out or out[-1] != ".*":
+                out.append(".*")
         elif char == "?":
             out.append(".")
         elif char == "\\" and i + 1 < n:
             i += 1
             out.append(re.escape(pattern[i]))
         elif char == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("^", "]") else i + 1)
-            if end == -1:
-                out.append(re.escape(char))
+            i += 1
+            negate = i < n and pattern[i] == "^"
+            if negate:
+                i += 1
+            members: list[str] = []
+            while i < n and pattern[i] != "]":
+                if pattern[i] == "\\" and i + 1 < n:
+                    members.append(_class_char(pattern[i + 1]))
+                    i += 2
+                elif i + 2 < n and pattern[i + 1] == "-":
+                    low, high = sorted((pattern[i], pattern[i + 2]))
+                    members.append(f"{_class_char(low)}-{_class_char(high)}")
+                    i += 3
+                else:
+                    members.append(_class_char(pattern[i]))
+                    i += 1
+            if members:
+                out.append(f"[{'^' if negate else ''}{''.join(members)}]")
             else:
-                body = pattern[i + 1 : end]
-                negate = body.startswith("^")
-                if negate:
-                    body = body[1:]
-                body = body.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
-                out.append(f"[{'^' if negate else ''}{body}]")
-                i = end
+                out.append("." if negate else "(?!)")
         else:
             out.append(re.escape(char))
         i += 1

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from .backends.base import CacheBackend
 from .backends.memory import MemoryBackend
 from .config import get_config
-from .entry import CachedResponse, decode, encode
+from .entry import CachedResponse, VaryIndex, decode, encode
 from .exceptions import ConfigurationError, CorruptEntryError
 from .flights import FlightGroup
 from .service import CacheService
@@ -326,7 +326,8 @@ class CacheManager:
         except CorruptEntryError:
             self.stats.corrupt += 1
             return None
-        if len(raw) <= _DECODED_MAX_SIZE:
+        # Only immutable results are shared; plain values (lists, dicts) are decoded each time.
+        if len(raw) <= _DECODED_MAX_SIZE and isinstance(decoded, CachedResponse | VaryIndex):
             if len(self._decoded) >= _DECODED_MAX_ITEMS:
                 del self._decoded[next(iter(self._decoded))]
             self._decoded[raw] = decoded

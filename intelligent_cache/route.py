@@ -17,7 +17,7 @@ SKIP) and an RFC 9211 ``Cache-Status``.
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextvars import ContextVar
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -59,6 +59,8 @@ _FULL_PATH_HEADERS = frozenset({b"cache-control", b"pragma", b"authorization", b
 _X_CACHE_HIT = (b"x-cache", b"HIT")
 _MEMO_SIZE = 4096
 _FAST_PATH_ATTRIBUTE = "_intelligent_cache_fast_path"
+_AUTOMATIC = InvalidationConfig()
+_UNDECODED = object()
 _CACHE_NAME = "intelligent-cache"
 _SERVER_ERRORS = frozenset({500, 502, 503, 504})
 # Headers a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5).
@@ -156,45 +158,70 @@ class _CachingHandler:
         *,
         handler: Handler,
         hit_handler: Handler | None,
-        config: CacheConfig | None,
-        invalidation: InvalidationConfig | None,
+        endpoint: Callable[..., Any],
         template: str,
         writes: bool,
         headers: set[str],
         cookies: set[str],
     ) -> None:
         self.handler = handler
-        self.hit_handler = hit_handler
-        self.config = config
-        self.invalidation = invalidation or InvalidationConfig()
+        self.endpoint = endpoint
         self.template = template
         self.writes = writes
-        vary = list(config.vary_by) if config else []
-        labels = {source.label for source in vary}
-        for name in sorted(headers):
-            if f"header.{name}" not in labels:
-                vary.append(VarySource("header", name))
-        for name in sorted(cookies):
-            if f"cookie.{name}" not in labels:
-                vary.append(VarySource("cookie", name))
-        self.vary = tuple(vary)
-        keyed_headers = {source.name for source in vary if source.kind == "header"}
-        per_caller = bool(config and config.vary_by)
-        public = bool(config and config.public)
-        self.per_caller = per_caller or "authorization" in keyed_headers or "cookie" in keyed_headers or bool(cookies)
-        self.authorization_ok = public or per_caller or "authorization" in keyed_headers
-        self.cookie_ok = public or per_caller or bool(cookies) or "cookie" in keyed_headers
+        self._declared_headers = headers
+        self._declared_cookies = cookies
+        self._dependency_hit_handler = hit_handler
+        # Derived from the endpoint's CacheConfig, read at request time: the
+        # decorator may sit above the route decorator and run after this is built.
+        self.config: CacheConfig | None = None
+        self.hit_handler: Handler | None = None
+        self.vary: tuple[VarySource, ...] = ()
+        self.per_caller = self.authorization_ok = self.cookie_ok = False
         # Memos of pure functions of the request: hot keys are built once.
         self._keys: dict[tuple[str, bytes, tuple[tuple[str, str | None], ...]], str] = {}
         self._generation_keys: dict[str, tuple[tuple[str, ...], list[str]]] = {}
+
+    def settings(self) -> CacheConfig | None:
+        """The route's cache settings, or ``None`` when it is not cached."""
+        config = get_config(self.endpoint)
+        if config is None or not config.enabled:
+            return None
+        if config is not self.config:
+            self._configure(config)
+        return config
+
+    def _configure(self, config: CacheConfig) -> None:
+        vary = list(config.vary_by)
+        labels = {source.label for source in vary}
+        for name in sorted(self._declared_headers):
+            if f"header.{name}" not in labels:
+                vary.append(VarySource("header", name))
+        for name in sorted(self._declared_cookies):
+            if f"cookie.{name}" not in labels:
+                vary.append(VarySource("cookie", name))
+        keyed_headers = {source.name for source in vary if source.kind == "header"}
+        per_caller = bool(config.vary_by)
+        self.vary = tuple(vary)
+        self.per_caller = (
+            per_caller or "authorization" in keyed_headers or "cookie" in keyed_headers or bool(self._declared_cookies)
+        )
+        self.authorization_ok = config.public or per_caller or "authorization" in keyed_headers
+        self.cookie_ok = config.public or per_caller or bool(self._declared_cookies) or "cookie" in keyed_headers
+        self.hit_handler = None if config.skip_dependencies_on_hit else self._dependency_hit_handler
+        self._keys.clear()
+        self._generation_keys.clear()
+        self.config = config
 
     # -- dispatch ---------------------------------------------------------------
 
     async def __call__(self, request: Request) -> Response:
         method = request.scope["method"]
-        if method == "GET" and self.config is not None:
+        if method == "GET":
+            config = self.settings()
+            if config is None:
+                return await self.handler(request)
             started = time.perf_counter()
-            response = await self._read_through(request, self.config)
+            response = await self._read_through(request, config)
             manager = manager_from_request(request)
             if manager is not None:
                 outcome = next((v for n, v in reversed(response.raw_headers) if n == b"x-cache"), b"SKIP")
@@ -216,14 +243,15 @@ class _CachingHandler:
             return response
         path: str = request.scope["path"]
         params: dict[str, Any] = request.scope.get("path_params", {})
+        invalidation = get_invalidation(self.endpoint) or _AUTOMATIC
         keys: list[str] = []
-        if self.invalidation.hierarchy and not manager.excluded_from_invalidation(path):
+        if invalidation.hierarchy and not manager.excluded_from_invalidation(path):
             keys.extend(invalidation_keys(path))
             for target in _same_origin_paths(request, response):
                 keys.extend(invalidation_keys(target))
-        for template in self.invalidation.paths:
+        for template in invalidation.paths:
             keys.extend(invalidation_keys(_fill(template, params)))
-        keys.extend(tag_keys(_fill(tag, params) for tag in self.invalidation.tags))
+        keys.extend(tag_keys(_fill(tag, params) for tag in invalidation.tags))
         if keys:
             await manager.invalidate(list(dict.fromkeys(keys)))
         return response
@@ -275,7 +303,7 @@ class _CachingHandler:
             _REPLAY.reset(token)
 
     @staticmethod
-    def _validator_matches(directives: RequestDirectives, headers: list[tuple[bytes, bytes]]) -> bool:
+    def _validator_matches(directives: RequestDirectives, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         assert directives.if_none_match is not None
         for name, value in headers:
             if name == b"etag":
@@ -299,8 +327,9 @@ class _CachingHandler:
         key = self._key(path, scope["query_string"], tuple(self._vary_values(request)) if self.vary else ())
         tags, counters = self._counters(path, scope.get("path_params", {}))
         looked_up = scope.pop(LOOKUP_KEY, None)
+        found: Any = _UNDECODED
         if looked_up is not None and looked_up[0] == key and not revalidate:
-            _, raw, generations = looked_up
+            _, raw, generations, found = looked_up
         else:
             raw, generations = await manager.lookup(key, counters)
         if generations is None:  # backend down: serve uncached, do not pile up on it
@@ -308,7 +337,8 @@ class _CachingHandler:
         now = manager.clock()
         entry, forward = None, "uri-miss"
         if raw is not None:
-            found = manager.decode(raw)
+            if found is _UNDECODED:
+                found = manager.decode(raw)
             if isinstance(found, VaryIndex):
                 variant = extend_key(key, [(name, request.headers.get(name)) for name in found.names])
                 raw = await manager.read(variant)
@@ -353,8 +383,10 @@ class _CachingHandler:
         same either way; only the cost differs.
         """
         started = time.perf_counter()
+        if self.settings() is None or self.vary or self.hit_handler:
+            return False
         manager = manager_from_scope(scope)
-        if manager is None or not manager.enabled or self.vary:
+        if manager is None or not manager.enabled:
             return False
         for name, _ in scope["headers"]:
             if name in _FULL_PATH_HEADERS:
@@ -364,7 +396,7 @@ class _CachingHandler:
         counters = self._counters(path, scope.get("path_params", {}))[1]
         raw, generations = await manager.lookup(key, counters)
         if raw is None or generations is None:
-            scope[LOOKUP_KEY] = (key, raw, generations)
+            scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
             return False
         entry = manager.decode(raw)
         if isinstance(entry, CachedResponse) and list(entry.generations) == generations:
@@ -383,7 +415,7 @@ class _CachingHandler:
                 await send({"type": "http.response.body", "body": entry.body})
                 stats.observe(self.template, "hit", time.perf_counter() - started)
                 return True
-        scope[LOOKUP_KEY] = (key, raw, generations)
+        scope[LOOKUP_KEY] = (key, raw, generations, entry)
         return False
 
     def _key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...]) -> str:
@@ -631,6 +663,11 @@ class _CachingHandler:
         if not (stored and await manager.store(key, entry, keep_for)):
             manager.stats.skip(self.template, "backend-error")
             return self._answer(response, directives, b"SKIP", f"fwd={forward}", "detail=backend-error"), None
+        if forward == "request":
+            # The client asked not to be answered from the cache: it was not, though
+            # its fresh response now refreshes the entry (RFC 9111 section 5.2.1.4).
+            manager.stats.skip(self.template, "revalidate")
+            return self._answer(response, directives, b"SKIP", "fwd=request", "stored"), entry
         manager.stats.miss(self.template)
         return self._answer(response, directives, b"MISS", f"fwd={forward}", "stored"), entry
 
@@ -693,57 +730,61 @@ class CachedRoute(APIRoute):
         # FastAPI <= 0.136 re-creates routes with its own keyword arguments on
         # include_router, and newer versions keep adding some: take them all.
         super().__init__(*args, **kwargs)
-        config = get_config(self.endpoint)
         methods = self.methods or set()
-        self._answers_head = config is not None and config.enabled and "GET" in methods and "HEAD" not in methods
+        self._get_only = "GET" in methods and "HEAD" not in methods
+
+    def _answers_head(self) -> bool:
+        # Read at request time: @cache_config may be applied after the route was built.
+        if not self._get_only:
+            return False
+        config = get_config(self.endpoint)
+        return config is not None and config.enabled
 
     def get_route_handler(self) -> Handler:
         # Called inside APIRoute.__init__ and, on FastAPI >= 0.137, once per
         # inclusion context: stay cheap, keep no state on self.
         handler = super().get_route_handler()
-        config = get_config(self.endpoint)
-        if config is not None and not config.enabled:
-            return handler
         methods = self.methods or set()
-        reads = config is not None and "GET" in methods
+        reads = "GET" in methods
         writes = bool(methods - SAFE_METHODS)
         if not reads and not writes:
             return handler
         route = _compat.effective_route(self)
         template = str(route.path_format)
-        invalidation = get_invalidation(self.endpoint)
         headers: set[str] = set()
         cookies: set[str] = set()
         hit_handler: Handler | None = None
         if reads:
-            assert config is not None
-            path_names = set(route.param_convertors)
-            for template_text in (*config.tags, *(invalidation.tags if invalidation else ())):
-                missing = set(template_fields(template_text)) - path_names
-                if missing:
-                    raise ConfigurationError(
-                        f"tag {template_text!r} of {template} names {sorted(missing)}, not path parameters"
-                    )
+            self._check_templates(route, template)
             headers, cookies, has_dependencies = _declared_inputs(route.dependant)
-            if has_dependencies and not config.skip_dependencies_on_hit:
+            if has_dependencies:
                 hit_handler = self._hit_handler(route)
         wrapper = _CachingHandler(
             handler=handler,
             hit_handler=hit_handler,
-            config=config if reads else None,
-            invalidation=invalidation,
+            endpoint=self.endpoint,
             template=template,
             writes=writes,
             headers=headers,
             cookies=cookies,
         )
-        if reads and hit_handler is None:
+        if reads:
             # Offer the fast path to handle(). The wrapper is kept on whatever
             # FastAPI built this handler for: the inclusion context (new FastAPI,
             # one per include_router) or the route itself (a direct route, or a
             # route copy on FastAPI <= 0.136). Never shared between inclusions.
             setattr(route, _FAST_PATH_ATTRIBUTE, wrapper)
         return wrapper.__call__
+
+    def _check_templates(self, route: Any, template: str) -> None:
+        """Fail at set-up when a tag names something that is not a path parameter."""
+        config = get_config(self.endpoint)
+        invalidation = get_invalidation(self.endpoint)
+        path_names = set(route.param_convertors)
+        for text in (*(config.tags if config else ()), *(invalidation.tags if invalidation else ())):
+            missing = set(template_fields(text)) - path_names
+            if missing:
+                raise ConfigurationError(f"tag {text!r} of {template} names {sorted(missing)}, not path parameters")
 
     def _hit_handler(self, route: Any) -> Handler:
         """FastAPI's handler for this route with the endpoint replaced by the replay stand-in.
@@ -759,16 +800,18 @@ class CachedRoute(APIRoute):
             route.dependant = original
 
     def matches(self, scope: Scope) -> tuple[Any, Scope]:
-        if self._answers_head and scope["type"] == "http" and scope["method"] == "HEAD":
+        if scope["type"] == "http" and scope["method"] == "HEAD" and self._answers_head():
             return super().matches({**scope, "method": "GET"})
         return super().matches(scope)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._answers_head and scope["method"] == "HEAD":
+        method = scope["method"]
+        if method == "HEAD" and self._answers_head():
             # HEAD is the GET without a body: same key, same headers, Content-Length included.
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
-        if self._answers_head and scope["method"] == "GET":
+            method = "GET"
+        if method == "GET" and self._get_only:
             fast: _CachingHandler | None = getattr(_compat.scope_route(scope, self), _FAST_PATH_ATTRIBUTE, None)
             if fast is not None:
                 try:
