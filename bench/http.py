@@ -180,11 +180,8 @@ def variants(peers_python: str | None, redis_url: str | None, cluster_nodes: str
         Variant("ours HIT, memory", "bench.apps.ours:app", python, {"IC_BACKEND": "memory"}),
     ]
     if redis_url:
-        found.append(
-            Variant(
-                "ours HIT, Redis", "bench.apps.ours:app", python, {"IC_BACKEND": "redis", "IC_REDIS_URL": redis_url}
-            )
-        )
+        for name, kind in (("ours HIT, Redis", "redis"), ("ours HIT, Redis + near cache", "redis-near")):
+            found.append(Variant(name, "bench.apps.ours:app", python, {"IC_BACKEND": kind, "IC_REDIS_URL": redis_url}))
     if cluster_nodes:
         found.append(
             Variant(
@@ -221,7 +218,7 @@ def report(results: list[Result]) -> str:
         lines.append("")
         lines.append("ours vs peers (same backend kind):")
         for mine in ours:
-            kind = mine.name.split(", ")[-1].replace("Redis Cluster", "Redis")
+            kind = mine.name.split(", ")[-1].replace("Redis Cluster", "Redis").replace("Redis + near cache", "Redis")
             for peer in peers:
                 if peer.name.endswith(kind):
                     lines.append(f"  {mine.name} / {peer.name}: {mine.rps / peer.rps:.2f}x")

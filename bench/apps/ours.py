@@ -1,4 +1,7 @@
-"""intelligent-cache in front of the same endpoint. IC_BACKEND=memory|redis|cluster, IC_REDIS_URL, IC_CLUSTER_NODES."""
+"""intelligent-cache in front of the same endpoint.
+
+IC_BACKEND=memory|redis|redis-near|cluster, with IC_REDIS_URL or IC_CLUSTER_NODES.
+"""
 
 import os
 
@@ -11,10 +14,11 @@ from .common import Item, Limit, Page, make_items
 
 def _backend() -> CacheBackend:
     kind = os.environ.get("IC_BACKEND", "memory")
-    if kind == "redis":
-        from intelligent_cache.backends import RedisBackend
+    if kind in ("redis", "redis-near"):
+        from intelligent_cache.backends import NearCache, RedisBackend
 
-        return RedisBackend(os.environ["IC_REDIS_URL"], key_prefix="bench:")
+        near = NearCache() if kind == "redis-near" else None
+        return RedisBackend(os.environ["IC_REDIS_URL"], key_prefix=f"bench-{kind}:", near_cache=near)
     if kind == "cluster":
         from intelligent_cache.backends.redis import RedisClusterBackend
 

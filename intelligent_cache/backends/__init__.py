@@ -4,11 +4,13 @@ from typing import TYPE_CHECKING, Any
 
 from .base import CacheBackend
 from .memory import MemoryBackend
+from .near import NearCache
 
 if TYPE_CHECKING:
     from .redis import RedisBackend
+    from .redis_cluster import RedisClusterBackend
 
-__all__ = ["CacheBackend", "MemoryBackend", "RedisBackend"]
+__all__ = ["CacheBackend", "MemoryBackend", "NearCache", "RedisBackend", "RedisClusterBackend"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from .redis import RedisBackend
 
         return RedisBackend
+    if name == "RedisClusterBackend":
+        from .redis_cluster import RedisClusterBackend
+
+        return RedisClusterBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

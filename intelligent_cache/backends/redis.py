@@ -13,16 +13,17 @@ one probe through and closes again once Redis answers.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError
 from ._redis_common import BATCH, INTERNAL_PREFIX, NoBackoff, RedisBase, Retry, Sentinel, aioredis
 from .breaker import CircuitBreaker
+from .near import NearCache
 from .redis_cluster import RedisClusterBackend, _slot_tag  # noqa: F401 - the key layout, importable from here too
 
-__all__ = ["CircuitBreaker", "RedisBackend", "RedisClusterBackend"]
+__all__ = ["CircuitBreaker", "NearCache", "RedisBackend", "RedisClusterBackend"]
 
 
 class RedisBackend(RedisBase):
@@ -43,6 +44,10 @@ class RedisBackend(RedisBase):
         generation_ttl: seconds an invalidation counter lives without use.
         failure_threshold: consecutive failures that open the circuit breaker.
         recovery_timeout: seconds the breaker stays open before probing.
+        near_cache: an in-process :class:`NearCache` in front of Redis: HITs
+            found there cost no round trip, at the price of a bounded window in
+            which another process's write may go unseen (off by default; read
+            the :mod:`~intelligent_cache.backends.near` docstring first).
         clock: monotonic clock of the breaker (for tests).
     """
 
@@ -62,6 +67,7 @@ class RedisBackend(RedisBase):
         generation_ttl: float = 7 * 24 * 3600,
         failure_threshold: int = 3,
         recovery_timeout: float = 5.0,
+        near_cache: NearCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
@@ -73,6 +79,8 @@ class RedisBackend(RedisBase):
         )
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
+        self.near = near_cache
+        self._channel = key_prefix + "~invalidations"
         self._owns_client = client is None
         self._sentinel: Sentinel | None = None
         if client is not None:
@@ -95,6 +103,60 @@ class RedisBackend(RedisBase):
             url, max_connections=max_connections, timeout=socket_timeout, **options
         )
         self._client = aioredis.Redis(connection_pool=pool)
+
+    # -- the near cache, when there is one ------------------------------------------
+
+    async def fetch(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int]]:
+        near = self.near
+        if near is None:
+            return await super().fetch(key, generation_keys)
+        near.start(self._client, self._channel)
+        found = near.lookup(key, generation_keys)
+        if found is not None:
+            return found
+        epoch = near.epoch
+        raw, generations = await super().fetch(key, generation_keys)
+        near.remember(epoch, key, raw, generation_keys, generations)
+        return raw, generations
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await super().set(key, value, ttl)
+        if self.near is not None:
+            self.near.keep(key, value)
+
+    async def bump(self, generation_keys: Sequence[str]) -> None:
+        if self.near is None:
+            return await super().bump(generation_keys)
+        try:
+            await super().bump(generation_keys)
+        finally:
+            # This process never serves what its own write invalidated; others hear it.
+            self.near.drop_counters(generation_keys)
+        await self._publish(b"c" + b"\0".join(name.encode("utf-8", "surrogateescape") for name in generation_keys))
+
+    async def delete(self, key: str) -> bool:
+        deleted = await super().delete(key)
+        if self.near is not None:
+            self.near.drop_key(key)
+            await self._publish(b"k" + key.encode("utf-8", "surrogateescape"))
+        return deleted
+
+    async def clear(self, pattern: str | None = None) -> int:
+        try:
+            return await self._clear(pattern)
+        finally:
+            if self.near is not None:
+                self.near.drop_all()
+                await self._publish(b"*")
+
+    async def _publish(self, message: bytes) -> None:
+        await self._guard(lambda: self._client.publish(self._channel, message))
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        if self.near is not None:
+            info["near_cache"] = self.near.info()
+        return info
 
     def _from_sentinel(self, url: str, db: int | None, max_connections: int, options: dict[str, Any]) -> Any:
         parts = urlsplit(url)
@@ -147,7 +209,7 @@ class RedisBackend(RedisBase):
 
         return await self._guard(run)
 
-    async def clear(self, pattern: str | None = None) -> int:
+    async def _clear(self, pattern: str | None) -> int:
         physical = self._physical_pattern("*" if pattern is None else pattern)
 
         async def run() -> int:
@@ -170,6 +232,8 @@ class RedisBackend(RedisBase):
         return entries
 
     async def aclose(self) -> None:
+        if self.near is not None:
+            await self.near.aclose()
         if self._owns_client:
             await self._client.aclose()
             if self._client.connection_pool is not None:
