@@ -14,7 +14,7 @@ Quick start::
 """
 
 from .backends import CacheBackend, MemoryBackend
-from .config import CacheConfig, cache_config
+from .config import CacheConfig, cache_config, invalidates
 from .entry import CachedResponse
 from .exceptions import (
     BackendError,
@@ -49,4 +49,5 @@ __all__ = [
     "build_key",
     "cache_config",
     "get_cache_service",
+    "invalidates",
 ]

@@ -37,12 +37,33 @@ def test_python_example_runs(index: int) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_python_example_output_matches() -> None:
+    # A Python block followed by "It prints:" and a text block must print exactly that.
+    pattern = re.compile(
+        r"^\.\. code-block:: python\n\n((?:    .*\n|\n)+)It prints:\n\n\.\. code-block:: text\n\n((?:    .*\n|\n)+)",
+        re.MULTILINE,
+    )
+    pairs = pattern.findall(README)
+    assert pairs, "the quick start lost its printed output"
+    for source, expected in pairs:
+        code = "\n".join(line[4:] for line in source.splitlines())
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        wanted = [line[4:] for line in expected.strip("\n").splitlines()]
+        assert result.stdout.splitlines() == wanted
+
+
 def test_setup_commands_exist() -> None:
-    commands = [line.split("#")[0].strip() for block in code_blocks("console") for line in block.splitlines()]
-    make_targets = [command.split()[1] for command in commands if command.startswith("make ")]
-    assert make_targets == ["demo", "test"]
-    for target in make_targets:
+    blocks = code_blocks("console")
+    two = next(block for block in blocks if "make demo" in block)
+    assert [line.split()[1] for line in two.splitlines() if line.startswith("make ")] == ["demo", "test"]
+    makefile = (ROOT / "Makefile").read_text()
+    mentioned = set(re.findall(r"``make ([a-z-]+)``", README)) | {"demo", "test"}
+    for target in mentioned:
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"README names make {target}, Makefile has none"
+    for target in ("demo", "test"):
         subprocess.run(["make", "-n", target], cwd=ROOT, check=True, capture_output=True)
+    commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     installs = [command for command in commands if command.startswith("pip install")]
     assert installs == ["pip install 'fastapi-intelligent-cache[redis]'"]
     setup_cfg = (ROOT / "setup.cfg").read_text()
