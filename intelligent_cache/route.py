@@ -373,50 +373,44 @@ class _CachingHandler:
             request, manager, config, key, generations, tags, directives, credentials, forward, stale, entry
         )
 
-    async def try_hit(self, scope: Scope, send: Send) -> bool:
-        """Answer a plain GET straight from the ASGI scope if it is a fresh HIT.
+    async def find_hit(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The response to a plain GET if it is a fresh HIT: status, headers, body.
 
         The fast path of routes without dependencies to run: no Request, no
         exception wrapper, no exit stacks. Anything unusual (request directives,
-        credentials, validators, a per-caller key, a miss) returns ``False`` and
+        credentials, validators, a per-caller key, a miss) returns ``None`` and
         FastAPI's own path takes over, reusing this lookup. Behaviour is the
-        same either way; only the cost differs.
+        same either way; only the cost differs. Sends nothing itself.
         """
-        started = time.perf_counter()
         if self.settings() is None or self.vary or self.hit_handler:
-            return False
+            return None
         manager = manager_from_scope(scope)
         if manager is None or not manager.enabled:
-            return False
+            return None
         for name, _ in scope["headers"]:
             if name in _FULL_PATH_HEADERS:
-                return False
+                return None
         path: str = scope["path"]
         key = self._key(path, scope["query_string"], ())
         counters = self._counters(path, scope.get("path_params", {}))[1]
         raw, generations = await manager.lookup(key, counters)
         if raw is None or generations is None:
             scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
-            return False
+            return None
         entry = manager.decode(raw)
         if isinstance(entry, CachedResponse) and list(entry.generations) == generations:
-            now = manager.clock()
-            age = now - entry.stored_at
+            age = manager.clock() - entry.stored_at
             if age < entry.ttl:
-                stats = manager.stats
-                stats.hit(self.template)
+                manager.stats.hit(self.template)
                 headers = [
                     *entry.headers,
                     (b"age", b"%d" % max(age, 0)),
                     _X_CACHE_HIT,
                     (b"cache-status", b"intelligent-cache; hit; ttl=%d" % (entry.ttl - age)),
                 ]
-                await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-                await send({"type": "http.response.body", "body": entry.body})
-                stats.observe(self.template, "hit", time.perf_counter() - started)
-                return True
+                return entry.status, headers, entry.body
         scope[LOOKUP_KEY] = (key, raw, generations, entry)
-        return False
+        return None
 
     def _key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...]) -> str:
         memo = (path, query, vary)
@@ -814,9 +808,18 @@ class CachedRoute(APIRoute):
         if method == "GET" and self._get_only:
             fast: _CachingHandler | None = getattr(_compat.scope_route(scope, self), _FAST_PATH_ATTRIBUTE, None)
             if fast is not None:
+                started = time.perf_counter()
                 try:
-                    if await fast.try_hit(scope, send):
-                        return
+                    hit = await fast.find_hit(scope)
                 except Exception:  # the full path below handles (and reports) whatever went wrong
                     scope.pop(LOOKUP_KEY, None)
+                    hit = None
+                if hit is not None:
+                    status, headers, body = hit
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    manager = manager_from_scope(scope)
+                    if manager is not None:
+                        manager.stats.observe(fast.template, "hit", time.perf_counter() - started)
+                    return
         await super().handle(scope, receive, send)
