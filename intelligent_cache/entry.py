@@ -1,7 +1,7 @@
 """The stored response and its versioned msgpack codec.
 
 An entry is a msgpack array ``["icr", version, status, headers, body,
-stored_at, ttl, generations, path, route, tags, vary]``; headers are a list of
+stored_at, ttl, generations, path, route, tags, vary, origin]``; headers are a list of
 ``[name, value]`` byte pairs exactly as the response sent them (minus
 hop-by-hop fields and ``Date``). A response with ``Vary`` leaves a
 ``["icx", version, names]`` pointer under its primary key, and the entry
@@ -77,6 +77,7 @@ class CachedResponse:
         tags: the invalidation tags of the entry.
         vary: ``(header, value)`` pairs of the request it answered, for the
             headers its ``Vary`` names (``None`` value: header absent).
+        origin: ``scheme://host`` of the request it answered.
     """
 
     status: int
@@ -89,6 +90,7 @@ class CachedResponse:
     route: str = ""
     tags: tuple[str, ...] = field(default=())
     vary: tuple[tuple[str, str | None], ...] = ()
+    origin: str = ""
 
     def age(self, now: float) -> float:
         """Seconds since storage (never negative)."""
@@ -115,6 +117,7 @@ def encode(entry: CachedResponse) -> bytes:
             entry.route,
             list(entry.tags),
             [[name, value] for name, value in entry.vary],
+            entry.origin,
         ],
         use_bin_type=True,
     )
@@ -159,10 +162,10 @@ def decode(data: bytes) -> Any:
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise CorruptEntryError("malformed vary index")
         return VaryIndex(tuple(names))
-    if item[0] != _RESPONSE or len(item) != 12:
+    if item[0] != _RESPONSE or len(item) != 13:
         raise CorruptEntryError("unknown entry format")
     try:
-        _, _, status, headers, body, stored_at, ttl, generations, path, route, tags, vary = item
+        _, _, status, headers, body, stored_at, ttl, generations, path, route, tags, vary, origin = item
         entry = CachedResponse(
             status=_int(status),
             headers=tuple((_bytes(name), _bytes(value)) for name, value in _list(headers)),
@@ -174,6 +177,7 @@ def decode(data: bytes) -> Any:
             route=_str(route),
             tags=tuple(_str(tag) for tag in _list(tags)),
             vary=tuple((_str(name), None if value is None else _str(value)) for name, value in _list(vary)),
+            origin=_str(origin),
         )
     except (TypeError, ValueError) as exc:
         raise CorruptEntryError("malformed entry") from exc

@@ -59,6 +59,10 @@ class CacheManager:
             pre-write data.
         invalidation_exclude_paths: path prefixes whose writes never invalidate
             automatically (webhooks, internal endpoints).
+        key_by_host: make ``scheme://host`` part of every key, for apps served
+            under several host names. Without it an entry answers only requests
+            for the host it was computed for (others run uncached), so a forged
+            ``Host`` header can never poison what other clients receive.
         stats_flush_interval: seconds between two additions of this process's
             counters to the backend's shared ones (Redis), so stats cover every
             worker without a round trip per request.
@@ -85,6 +89,7 @@ class CacheManager:
         soft_purge: bool = False,
         invalidation_exclude_paths: Sequence[str] = (),
         stats_flush_interval: float = 1.0,
+        key_by_host: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -119,6 +124,7 @@ class CacheManager:
         self.stats_flush_interval = float(stats_flush_interval)
         self.lock_timeout = float(lock_timeout)
         self.cache_control = bool(cache_control)
+        self.key_by_host = bool(key_by_host)
         self.soft_purge = bool(soft_purge)
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
         self.clock = clock

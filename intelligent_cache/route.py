@@ -128,6 +128,16 @@ def _fill(template: str, path_params: dict[str, Any]) -> str:
     return template.format_map({name: path_params.get(name, "") for name in template_fields(template)})
 
 
+def _origin(scope: Scope, host: bytes | None = None) -> str:
+    """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
+    if host is None:
+        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}".encode() if server else b""
+    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"
+
+
 def _same_origin_paths(request: Request, response: Response) -> list[str]:
     """Paths of same-origin ``Location``/``Content-Location`` of a write response."""
     paths: list[str] = []
@@ -324,7 +334,11 @@ class _CachingHandler:
         refresh = bool(scope.get(REFRESH_FLAG))
         revalidate = directives.revalidate or refresh
         path: str = scope["path"]
-        key = self._key(path, scope["query_string"], tuple(self._vary_values(request)) if self.vary else ())
+        origin = _origin(scope)
+        vary = tuple(self._vary_values(request)) if self.vary else ()
+        if manager.key_by_host:
+            vary = (*vary, ("origin", origin))
+        key = self._key(path, scope["query_string"], vary)
         tags, counters = self._counters(path, scope.get("path_params", {}))
         looked_up = scope.pop(LOOKUP_KEY, None)
         found: Any = _UNDECODED
@@ -345,6 +359,10 @@ class _CachingHandler:
                 found = None if raw is None else manager.decode(raw)
                 forward = "vary-miss"
             if isinstance(found, CachedResponse):
+                if found.origin and found.origin != origin:
+                    # Computed for another Host: never served here, never overwritten from
+                    # here, so a forged Host header cannot poison what others receive.
+                    return await self._skip(request, manager, "origin")
                 entry, forward = self._usable(found, generations, credentials, manager)
         stale: CachedResponse | None = None
         if entry is not None and not revalidate:
@@ -387,18 +405,26 @@ class _CachingHandler:
         manager = manager_from_scope(scope)
         if manager is None or not manager.enabled:
             return None
-        for name, _ in scope["headers"]:
+        host = b""
+        for name, value in scope["headers"]:
             if name in _FULL_PATH_HEADERS:
                 return None
+            if name == b"host":
+                host = value
+        origin = _origin(scope, host)
         path: str = scope["path"]
-        key = self._key(path, scope["query_string"], ())
+        key = self._key(path, scope["query_string"], (("origin", origin),) if manager.key_by_host else ())
         counters = self._counters(path, scope.get("path_params", {}))[1]
         raw, generations = await manager.lookup(key, counters)
         if raw is None or generations is None:
             scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
             return None
         entry = manager.decode(raw)
-        if isinstance(entry, CachedResponse) and list(entry.generations) == generations:
+        if (
+            isinstance(entry, CachedResponse)
+            and list(entry.generations) == generations
+            and (entry.origin == origin or not entry.origin)
+        ):
             age = manager.clock() - entry.stored_at
             if age < entry.ttl:
                 manager.stats.hit(self.template)
@@ -645,6 +671,7 @@ class _CachingHandler:
             route=self.template,
             tags=tags,
             vary=tuple((name, request.headers.get(name)) for name in vary),
+            origin=_origin(request.scope),
         )
         if key is None:  # a waiter that timed out: compute, answer, do not store
             manager.stats.skip(self.template, "lock-timeout")
