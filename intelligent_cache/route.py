@@ -16,6 +16,7 @@ SKIP) and an RFC 9211 ``Cache-Status``.
 
 import asyncio
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextvars import ContextVar
@@ -126,6 +127,10 @@ def _declared_inputs(dependant: Any) -> tuple[set[str], set[str], bool]:
 
 def _fill(template: str, path_params: dict[str, Any]) -> str:
     return template.format_map({name: path_params.get(name, "") for name in template_fields(template)})
+
+
+def _digest_generations(generations: Sequence[int]) -> str:
+    return hashlib.blake2b(",".join(map(str, generations)).encode(), digest_size=8).hexdigest()
 
 
 def _origin(scope: Scope, host: bytes | None = None) -> str:
@@ -534,10 +539,13 @@ class _CachingHandler:
             )
             return response
         stored: CachedResponse | None = None
+        # The lock is per key *and* counters: a request that arrives after a write
+        # never waits for a computation that started before it.
+        lock = f"~l:{key}:{_digest_generations(generations)}"
         try:
-            token = await manager.acquire_lock("~l:" + key)
+            token = await manager.acquire_lock(lock)
             if token is None:
-                waited = await self._await_other_process(manager, key, generations)
+                waited, token = await self._await_other_process(manager, key, generations, lock)
                 if waited is not None:
                     stored = waited
                     manager.stats.hit(self.template)
@@ -569,14 +577,19 @@ class _CachingHandler:
                 return response
             finally:
                 if token is not None:
-                    await manager.release_lock("~l:" + key, token)
+                    await manager.release_lock(lock, token)
         finally:
             manager.flights.land(flight_key, flight, _Computed(stored))
 
     async def _await_other_process(
-        self, manager: CacheManager, key: str, generations: list[int]
-    ) -> CachedResponse | None:
-        """Another process holds the lock: poll for its entry until it lands or the lock times out."""
+        self, manager: CacheManager, key: str, generations: list[int], lock: str
+    ) -> tuple[CachedResponse | None, str | None]:
+        """Another process computes this key: wait for its entry, or for its lock to free.
+
+        Returns the entry it stored, or the lock once this request could take it
+        over (the holder finished without storing, or died and the lock expired).
+        ``(None, None)`` after ``lock_timeout``: compute without storing.
+        """
         deadline = time.monotonic() + manager.lock_timeout
         delay = 0.005
         while time.monotonic() < deadline:
@@ -586,8 +599,11 @@ class _CachingHandler:
             if raw is not None:
                 found = manager.decode(raw)
                 if isinstance(found, CachedResponse) and list(found.generations) == generations:
-                    return found
-        return None
+                    return found, None
+            token = await manager.acquire_lock(lock)
+            if token is not None:
+                return None, token
+        return None, None
 
     def _same_variant(self, entry: CachedResponse, request: Request) -> bool:
         return all(request.headers.get(name) == value for name, value in entry.vary)
@@ -775,8 +791,8 @@ class CachedRoute(APIRoute):
         headers: set[str] = set()
         cookies: set[str] = set()
         hit_handler: Handler | None = None
+        self._check_templates(route, template)
         if reads:
-            self._check_templates(route, template)
             headers, cookies, has_dependencies = _declared_inputs(route.dependant)
             if has_dependencies:
                 hit_handler = self._hit_handler(route)
@@ -802,10 +818,15 @@ class CachedRoute(APIRoute):
         config = get_config(self.endpoint)
         invalidation = get_invalidation(self.endpoint)
         path_names = set(route.param_convertors)
-        for text in (*(config.tags if config else ()), *(invalidation.tags if invalidation else ())):
+        texts = [*(config.tags if config else ())]
+        if invalidation is not None:
+            texts += [*invalidation.tags, *invalidation.paths]
+        for text in texts:
             missing = set(template_fields(text)) - path_names
             if missing:
-                raise ConfigurationError(f"tag {text!r} of {template} names {sorted(missing)}, not path parameters")
+                raise ConfigurationError(
+                    f"{text!r} on {template} names {sorted(missing)}, which are not its path parameters"
+                )
 
     def _hit_handler(self, route: Any) -> Handler:
         """FastAPI's handler for this route with the endpoint replaced by the replay stand-in.

@@ -168,6 +168,9 @@ class RedisBase(CacheBackend):
             async with self._client.pipeline(transaction=False) as pipe:
                 for name in generation_keys:
                     physical = self._physical(name)
+                    # A counter that expired or was evicted restarts from a random value,
+                    # never from 1: INCR alone would recreate values old entries remember.
+                    pipe.set(physical, new_generation(), ex=self.generation_ttl, nx=True)
                     pipe.incr(physical)
                     pipe.expire(physical, self.generation_ttl, nx=True)
                 await pipe.execute()
