@@ -13,7 +13,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
@@ -68,8 +69,13 @@ def create_app(backend: CacheBackend | None = None, *, admin_token: str | None =
     def get_store() -> Store:
         return store
 
-    def require_admin(x_admin_token: Annotated[str | None, Header()] = None) -> None:
-        if x_admin_token is None or not secrets.compare_digest(x_admin_token, token):
+    def require_admin(
+        x_admin_token: Annotated[str | None, Header()] = None,
+        ic_admin_token: Annotated[str | None, Cookie()] = None,
+    ) -> None:
+        # The header for scripts, the cookie (set by /admin/login) for the dashboard in a browser.
+        given = x_admin_token or ic_admin_token
+        if given is None or not secrets.compare_digest(given.encode(), token.encode()):
             raise HTTPException(status_code=401, detail="admin token required")
 
     app = FastAPI(title="intelligent-cache example")
@@ -79,6 +85,14 @@ def create_app(backend: CacheBackend | None = None, *, admin_token: str | None =
         include_admin_routes=True,
         admin_auth_dependency=require_admin,
     ).init_app(app)
+
+    @app.get("/admin/login", include_in_schema=False)
+    async def admin_login(token: str) -> Response:
+        """Open the dashboard in a browser: checks the token, keeps it in a cookie for /api/cache only."""
+        require_admin(x_admin_token=token)
+        response = RedirectResponse("/api/cache/dashboard", status_code=303)
+        response.set_cookie("ic_admin_token", token, path="/api/cache", httponly=True, samesite="strict")
+        return response
 
     @app.middleware("http")
     async def identify_user(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -102,13 +102,22 @@ class CacheService:
         """Invalidate as a successful write to ``path`` would."""
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigurationError("path must start with '/'")
-        await self._call("invalidate", self._manager.backend.bump(invalidation_keys(path)))
+        await self._invalidate(invalidation_keys(path))
 
     async def invalidate_tags(self, *tags: str) -> None:
         """Invalidate every entry carrying any of ``tags``."""
         if not tags or not all(isinstance(tag, str) and tag for tag in tags):
             raise ConfigurationError("invalidate_tags takes one or more non-empty strings")
-        await self._call("invalidate", self._manager.backend.bump(tag_keys(tags)))
+        await self._invalidate(tag_keys(tags))
+
+    async def _invalidate(self, counters: list[str]) -> None:
+        stats = self._manager.stats
+        try:
+            await self._call("invalidate", self._manager.backend.bump(counters))
+        except BackendError:
+            stats.invalidation_errors += 1
+            raise
+        stats.invalidations += 1
 
     async def get_stats(self) -> dict[str, Any]:
         """Counters and backend information.

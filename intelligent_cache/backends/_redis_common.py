@@ -209,10 +209,23 @@ class RedisBase(CacheBackend):
             ttls = await pipe.execute()
         page: list[tuple[str, float | None]] = []
         for key, ttl in zip(keys, ttls, strict=True):
-            if ttl == -2:  # deleted since the scan
+            logical = self.logical_or_none(key)
+            if ttl == -2 or logical is None:  # deleted since the scan, or not one of ours
                 continue
-            page.append((self._logical(key), None if ttl < 0 else ttl / 1000))
+            page.append((logical, None if ttl < 0 else ttl / 1000))
         return page
+
+    def logical_or_none(self, physical: bytes) -> str | None:
+        """The logical key, or ``None`` for a key this cache cannot have written (not UTF-8)."""
+        try:
+            physical.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return self._logical(physical)
+
+    def clearable(self, physical: bytes) -> bool:
+        """Whether a clear may delete this key: everything in the namespace but the shared stats."""
+        return not self._logical(physical).startswith(STATS_KEY)
 
     async def ping(self) -> None:
         # Not guarded: health checks must see Redis itself, not the breaker.

@@ -216,6 +216,8 @@ class RedisBackend(RedisBase):
             deleted = 0
             batch: list[bytes] = []
             async for key in self._client.scan_iter(match=physical, count=BATCH):
+                if not self.clearable(key):
+                    continue
                 batch.append(key)
                 if len(batch) >= BATCH:
                     deleted += await self._unlink(batch)

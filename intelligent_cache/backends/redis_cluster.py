@@ -142,7 +142,9 @@ class RedisClusterBackend(RedisBase):
             next_node_cursor, keys = await self._client.scan(
                 cursor=position, match=self._glob_prefix + "*", count=count, target_nodes=node
             )
-            matched = [key for key in keys if regex.fullmatch(self._logical(key))]
+            matched = [
+                key for key in keys if self.logical_or_none(key) is not None and regex.fullmatch(self._logical(key))
+            ]
             page = await self._ttls_cluster(matched)
             next_node_cursor = node_cursor(next_node_cursor)
             if next_node_cursor:
@@ -165,7 +167,7 @@ class RedisClusterBackend(RedisBase):
                     position, keys = await self._client.scan(
                         cursor=position, match=self._glob_prefix + "*", count=BATCH, target_nodes=node
                     )
-                    doomed = [key for key in keys if regex.fullmatch(self._logical(key))]
+                    doomed = [key for key in keys if self.clearable(key) and regex.fullmatch(self._logical(key))]
                     if doomed:
                         # The cluster client splits a multi-key UNLINK by slot.
                         await self._client.unlink(*doomed)
