@@ -742,6 +742,28 @@ class _CachingHandler:
         return None
 
 
+def _marking_errors(send: Send, scope: Scope, template: str) -> Send:
+    """Give X-Cache and Cache-Status to responses FastAPI built from an exception.
+
+    An HTTPException or a validation error raised by the endpoint or a dependency
+    becomes a response outside the cache's handler; it was neither served from
+    nor stored in the cache.
+    """
+
+    async def send_marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(name == b"x-cache" for name, _ in headers):
+                headers += [(b"x-cache", b"SKIP"), _cache_status("fwd=miss", "detail=status")]
+                message = {**message, "headers": headers}
+                manager = manager_from_scope(scope)
+                if manager is not None:
+                    manager.stats.skip(template, "status")
+        await send(message)
+
+    return send_marked
+
+
 def _without_body(send: Send) -> Send:
     async def send_head(message: Message) -> None:
         if message["type"] == "http.response.body":
@@ -870,4 +892,6 @@ class CachedRoute(APIRoute):
                     if manager is not None:
                         manager.stats.observe(fast.template, "hit", time.perf_counter() - started)
                     return
+                if fast.config is not None:
+                    send = _marking_errors(send, scope, fast.template)
         await super().handle(scope, receive, send)

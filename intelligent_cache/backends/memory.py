@@ -46,6 +46,10 @@ class MemoryBackend(CacheBackend):
         self.max_bytes = max_bytes
         self._clock = clock
         self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        # Insertion numbers, in insertion order (reads do not move them): scan
+        # pages by number, so a key present throughout a walk is always listed.
+        self._sequence: dict[str, int] = {}
+        self._next_sequence = 1
         self._bytes = 0
         # Counters live apart from entries, in an LRU of their own. Losing one is
         # safe (a missing counter reads as a miss), so a fixed bound is enough.
@@ -76,6 +80,7 @@ class MemoryBackend(CacheBackend):
         return value
 
     def _remove(self, key: str) -> bool:
+        self._sequence.pop(key, None)
         item = self._data.pop(key, None)
         if item is None:
             return False
@@ -94,6 +99,8 @@ class MemoryBackend(CacheBackend):
             oldest = next(iter(self._data))
             self._remove(oldest)
         self._data[key] = (value, self._clock() + ttl)
+        self._sequence[key] = self._next_sequence
+        self._next_sequence += 1
         self._bytes += cost
 
     async def delete(self, key: str) -> bool:
@@ -120,23 +127,27 @@ class MemoryBackend(CacheBackend):
     async def scan(
         self, pattern: str = "*", cursor: int = 0, count: int = 100
     ) -> tuple[int, list[tuple[str, float | None]]]:
+        # The cursor is the insertion number to resume from: keys inserted (or
+        # rewritten) during the walk may be listed or not, like Redis SCAN.
         regex = glob_to_regex(pattern)
         now = self._clock()
-        keys = list(self._data)
+        start = max(1, cursor)
         page: list[tuple[str, float | None]] = []
-        position = max(0, cursor)
-        while position < len(keys) and len(page) < count:
-            key = keys[position]
-            position += 1
+        for key, number in self._sequence.items():
+            if number < start:
+                continue
+            if len(page) >= count:
+                return number, page
             item = self._data.get(key)
             if item is not None and item[1] > now and regex.fullmatch(key):
                 page.append((key, item[1] - now))
-        return (position if position < len(keys) else 0), page
+        return 0, page
 
     async def clear(self, pattern: str | None = None) -> int:
         if pattern is None:
             count = sum(1 for key in self._data if not key.startswith("~"))
             self._data.clear()
+            self._sequence.clear()
             self._generations.clear()
             self._bytes = 0
             return count
