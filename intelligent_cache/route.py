@@ -545,7 +545,7 @@ class _CachingHandler:
         try:
             token = await manager.acquire_lock(lock)
             if token is None:
-                waited, token = await self._await_other_process(manager, key, generations, lock)
+                waited, token = await self._await_other_process(request, manager, key, generations, lock)
                 if waited is not None:
                     stored = waited
                     manager.stats.hit(self.template)
@@ -582,7 +582,7 @@ class _CachingHandler:
             manager.flights.land(flight_key, flight, _Computed(stored))
 
     async def _await_other_process(
-        self, manager: CacheManager, key: str, generations: list[int], lock: str
+        self, request: Request, manager: CacheManager, key: str, generations: list[int], lock: str
     ) -> tuple[CachedResponse | None, str | None]:
         """Another process computes this key: wait for its entry, or for its lock to free.
 
@@ -596,10 +596,12 @@ class _CachingHandler:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
             raw = await manager.read(key)
-            if raw is not None:
-                found = manager.decode(raw)
-                if isinstance(found, CachedResponse) and list(found.generations) == generations:
-                    return found, None
+            found = None if raw is None else manager.decode(raw)
+            if isinstance(found, VaryIndex):  # the entry lives under this request's variant key
+                raw = await manager.read(extend_key(key, [(n, request.headers.get(n)) for n in found.names]))
+                found = None if raw is None else manager.decode(raw)
+            if isinstance(found, CachedResponse) and list(found.generations) == generations:
+                return found, None
             token = await manager.acquire_lock(lock)
             if token is not None:
                 return None, token

@@ -74,8 +74,8 @@ class RedisBase(CacheBackend):
     ) -> None:
         if not isinstance(key_prefix, str) or not key_prefix:
             raise ConfigurationError("key_prefix must be a non-empty string: it is the cache's namespace")
-        if generation_ttl <= 0:
-            raise ConfigurationError("generation_ttl must be positive")
+        if generation_ttl < 1:
+            raise ConfigurationError("generation_ttl must be at least one second")
         self.key_prefix = key_prefix
         self._glob_prefix = glob_escape(key_prefix)
         self.generation_ttl = int(generation_ttl)

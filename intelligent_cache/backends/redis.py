@@ -41,7 +41,10 @@ class RedisBackend(RedisBase):
         key_prefix: the namespace of every key this cache writes.
         client: an existing ``redis.asyncio.Redis`` to use instead (the backend
             will not close it; its own timeouts apply).
-        generation_ttl: seconds an invalidation counter lives without use.
+        generation_ttl: seconds an invalidation counter lives after it is
+            created (at least 1). When one expires, the entries depending on it
+            read as misses and are computed again: safe, and once per counter
+            per ``generation_ttl`` (7 days by default).
         failure_threshold: consecutive failures that open the circuit breaker.
         recovery_timeout: seconds the breaker stays open before probing.
         near_cache: an in-process :class:`NearCache` in front of Redis: HITs
@@ -240,3 +243,6 @@ class RedisBackend(RedisBase):
             await self._client.aclose()
             if self._client.connection_pool is not None:
                 await self._client.connection_pool.disconnect()
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                await sentinel.aclose()

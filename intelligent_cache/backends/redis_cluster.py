@@ -1,8 +1,9 @@
 """The Redis Cluster backend."""
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError
 from ..keys import glob_to_regex
@@ -19,6 +20,8 @@ from ._redis_common import (
 
 __all__ = ["RedisClusterBackend"]
 
+T = TypeVar("T")
+
 
 def _slot_tag(key: str) -> str | None:
     """The hash tag that keeps an entry and its path counters in one cluster slot.
@@ -28,17 +31,18 @@ def _slot_tag(key: str) -> str | None:
     ``t:<tag>``; other keys (manual values) get none.
     """
     parts = key.split(":", 3)
+    tag: str | None = None
     if parts[0] == "~g":
-        if len(parts) < 2:
-            return None
-        if parts[1] == "t":
-            return key[3:]
-        return parts[2] if len(parts) > 2 and parts[2] else "/"
-    if parts[0] == "GET":
-        return (parts[1] if len(parts) > 1 else "") or "/"
-    if len(parts) > 2 and parts[1] == "GET":
-        return parts[2] or "/"
-    return None
+        if len(parts) >= 2:
+            tag = key[3:] if parts[1] == "t" else (parts[2] if len(parts) > 2 and parts[2] else "/")
+    elif parts[0] == "GET":
+        tag = (parts[1] if len(parts) > 1 else "") or "/"
+    elif len(parts) > 2 and parts[1] == "GET":
+        tag = parts[2] or "/"
+    # Keys the cache builds escape braces; a hand-made key with braces keeps its own hashing.
+    if tag is None or "{" in tag or "}" in tag:
+        return None
+    return tag
 
 
 class RedisClusterBackend(RedisBase):
@@ -84,6 +88,8 @@ class RedisClusterBackend(RedisBase):
         if "{" in key_prefix or "}" in key_prefix:
             raise ConfigurationError("a cluster key_prefix cannot contain '{' or '}': they pick the hash slot")
         self._owns_client = client is None
+        self._initialized = False
+        self._initializing = asyncio.Lock()
         if client is not None:
             self._client = client
             return
@@ -114,9 +120,23 @@ class RedisClusterBackend(RedisBase):
         text = super()._logical(physical)
         if text.startswith("{"):
             end = text.find("}")
-            if end != -1:
+            # Strip only a tag this backend put there: the rest must map back to it.
+            if end != -1 and _slot_tag(text[end + 1 :]) == text[1:end]:
                 return text[end + 1 :]
         return text
+
+    async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        if not self._initialized:
+            await self._initialize()
+        return await super()._guard(call)
+
+    async def _initialize(self) -> None:
+        # redis-py discovers the cluster lazily; concurrent first commands would
+        # race that discovery and drop each other's connections. Do it once, first.
+        async with self._initializing:
+            if not self._initialized:
+                await super()._guard(self._client.initialize)
+                self._initialized = True
 
     async def _mget(self, names: list[str]) -> list[Any]:
         slots = {self._client.keyslot(name) for name in names}
