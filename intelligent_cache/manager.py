@@ -30,6 +30,9 @@ STATE_ATTRIBUTE = "intelligent_cache"
 # Bounds of the decoded-entry memo: at most this many values of at most this size.
 _DECODED_MAX_ITEMS = 256
 _DECODED_MAX_SIZE = 64 * 1024
+# Failed invalidations kept for replay, and how often the replay is tried.
+_MAX_PENDING = 10_000
+_REPLAY_INTERVAL = 0.25
 
 
 class CacheManager:
@@ -132,6 +135,12 @@ class CacheManager:
         self.flights: FlightGroup[Any] = FlightGroup()
         self._refreshing: set[str] = set()
         self._decoded: dict[bytes, Any] = {}
+        # Invalidations that failed (backend unreachable), in order, until they land.
+        self._pending: dict[str, None] = {}
+        self._pending_overflow = False
+        self._replaying: asyncio.Task[None] | None = None
+        # Locks whose release failed: this process frees them before waiting on them.
+        self._unreleased: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._degraded = False
 
@@ -282,8 +291,14 @@ class CacheManager:
         return self._degraded
 
     async def lookup(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int] | None]:
-        """Read an entry and its counters; ``(None, None)`` if the backend failed."""
+        """Read an entry and its counters; ``(None, None)`` if the backend failed.
+
+        While an invalidation of this process has not landed, nothing is read:
+        entries it should have invalidated may still be there.
+        """
         try:
+            if self._pending or self._pending_overflow:
+                await self._land_pending()
             raw, generations = await self.backend.fetch(key, generation_keys)
         except Exception as exc:
             self._failed("lookup", exc)
@@ -306,6 +321,9 @@ class CacheManager:
         A backend failure grants the lock: computing is always safe.
         """
         try:
+            stale_token = self._unreleased.pop(name, None)
+            if stale_token is not None:  # ours, left behind by a failed release
+                await self.backend.release_lock(name, stale_token)
             return await self.backend.acquire_lock(name, self.lock_timeout)
         except Exception as exc:
             self._failed("lock", exc)
@@ -317,6 +335,8 @@ class CacheManager:
             await self.backend.release_lock(name, token)
         except Exception as exc:
             self._failed("unlock", exc)
+            if len(self._unreleased) < _MAX_PENDING:
+                self._unreleased[name] = token
 
     def decode(self, raw: bytes) -> Any:
         """Decode a stored value; a corrupt one counts and reads as ``None``.
@@ -359,15 +379,53 @@ class CacheManager:
         return True
 
     async def invalidate(self, generation_keys: Sequence[str]) -> bool:
-        """Bump counters; ``False`` (logged and counted) if the backend failed."""
+        """Bump counters; ``False`` (logged and counted) if the backend failed.
+
+        A bump that fails is not forgotten: this process retries it in the
+        background, and lands it before it trusts the backend again for a lookup.
+        """
         try:
             await self.backend.bump(generation_keys)
         except Exception as exc:
             self.stats.invalidation_errors += 1
             self._failed("invalidation", exc)
+            self._keep_pending(generation_keys)
             return False
         self.stats.invalidations += 1
         return True
+
+    def _keep_pending(self, generation_keys: Sequence[str]) -> None:
+        for name in generation_keys:
+            self._pending[name] = None
+        if len(self._pending) > _MAX_PENDING:
+            # Too many to replay one by one: drop the whole namespace instead.
+            self._pending.clear()
+            self._pending_overflow = True
+        if self._replaying is None or self._replaying.done():
+            self._replaying = asyncio.get_running_loop().create_task(self._replay_pending())
+            self._tasks.add(self._replaying)
+            self._replaying.add_done_callback(self._tasks.discard)
+
+    async def _replay_pending(self) -> None:
+        while self._pending or self._pending_overflow:
+            await asyncio.sleep(_REPLAY_INTERVAL)
+            try:
+                await self._land_pending()
+            except Exception:  # still unreachable; the next round tries again
+                continue
+
+    async def _land_pending(self) -> None:
+        """Land every invalidation that failed earlier (raises if the backend still fails)."""
+        if self._pending_overflow:
+            await self.backend.clear()
+            self._pending_overflow = False
+            self._pending.clear()
+        if self._pending:
+            names = list(self._pending)
+            await self.backend.bump(names)
+            for name in names:
+                self._pending.pop(name, None)
+            logger.warning("cache backend %s: %d delayed invalidations landed", self.backend.name, len(names))
 
     def service(self) -> CacheService:
         """The manual API bound to this manager."""

@@ -12,6 +12,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("RedisBackend needs redis-py: pip install 'fastapi-intelligent-cache[redis]'") from exc
 
@@ -23,6 +24,7 @@ __all__ = [
     "AsyncRedisCluster",
     "ClusterNode",
     "NoBackoff",
+    "RedisConnectionError",
     "Retry",
     "Sentinel",
     "aioredis",

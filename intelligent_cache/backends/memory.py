@@ -13,13 +13,17 @@ __all__ = ["MemoryBackend"]
 # Rough per-entry cost of the dict slot, the tuple and two object headers, so
 # that many small entries are budgeted honestly too.
 ENTRY_OVERHEAD = 160
+# Rough cost of one counter (key string, int, ordered-dict node).
+GENERATION_COST = 200
 
 
 class MemoryBackend(CacheBackend):
     """Entries in this process only, bounded by count and by bytes.
 
     Least recently used entries are evicted first once either bound would be
-    exceeded; expired entries are dropped when met. Nothing is shared between
+    exceeded; expired entries are dropped when met. Invalidation counters are
+    kept beside the entries, at most ``max_entries`` of them and within an
+    eighth of ``max_bytes`` (losing one only turns entries into misses). Nothing is shared between
     workers: use :class:`~intelligent_cache.backends.RedisBackend` for that.
 
     Args:
@@ -52,9 +56,10 @@ class MemoryBackend(CacheBackend):
         self._next_sequence = 1
         self._bytes = 0
         # Counters live apart from entries, in an LRU of their own. Losing one is
-        # safe (a missing counter reads as a miss), so a fixed bound is enough.
+        # safe (a missing counter reads as a miss), so a bound is enough: as many
+        # counters as entries, and at most an eighth of max_bytes for them.
         self._generations: OrderedDict[str, int] = OrderedDict()
-        self._max_generations = max(1024, 4 * max_entries)
+        self._max_generations = max(64, min(max_entries, max_bytes // 8 // GENERATION_COST))
 
     @property
     def size_bytes(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError
-from ._redis_common import BATCH, INTERNAL_PREFIX, NoBackoff, RedisBase, Retry, Sentinel, aioredis
+from ._redis_common import BATCH, INTERNAL_PREFIX, NoBackoff, RedisBase, RedisConnectionError, Retry, Sentinel, aioredis
 from .breaker import CircuitBreaker
 from .near import NearCache
 from .redis_cluster import RedisClusterBackend, _slot_tag  # noqa: F401 - the key layout, importable from here too
@@ -92,7 +92,8 @@ class RedisBackend(RedisBase):
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
-            "retry": Retry(NoBackoff(), 0),
+            # One immediate retry on a dropped connection, none on a timeout.
+            "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             "decode_responses": False,
         }
         if password is not None:
@@ -189,16 +190,22 @@ class RedisBackend(RedisBase):
         # the client's per-command machinery (retries are the breaker's job).
         pool = self._client.connection_pool
         if self._owns_client and self._sentinel is None:
-            connection = await pool.get_connection()
-            try:
-                await connection.send_packed_command(connection.pack_command("MGET", *names), check_health=False)
-                values = await connection.read_response()
-            except BaseException:
-                await connection.disconnect()
-                raise
-            finally:
-                await pool.release(connection)
-            return list(values)
+            for attempt in (1, 2):
+                connection = await pool.get_connection()
+                try:
+                    await connection.send_packed_command(connection.pack_command("MGET", *names), check_health=False)
+                    return list(await connection.read_response())
+                except RedisConnectionError:
+                    await connection.disconnect()
+                    # A pooled connection the server closed (restart, idle timeout)
+                    # fails once: retry on a fresh one rather than fail the request.
+                    if attempt == 2:
+                        raise
+                except BaseException:
+                    await connection.disconnect()
+                    raise
+                finally:
+                    await pool.release(connection)
         return list(await self._client.mget(names))
 
     async def scan(
