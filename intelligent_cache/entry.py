@@ -57,8 +57,24 @@ _NOT_STORED = frozenset(
 
 
 def storable_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
-    """The end-to-end headers of a response, in order, as the cache keeps them."""
-    return tuple((name, value) for name, value in raw_headers if name.lower() not in _NOT_STORED)
+    """The end-to-end headers of a response, in order, as the cache keeps them.
+
+    Drops hop-by-hop fields: the fixed ones, every ``Proxy-*`` field, and the
+    fields a ``Connection`` header nominates (RFC 9110 section 7.6.1).
+    """
+    nominated = {
+        item.strip().lower().encode("latin-1")
+        for name, value in raw_headers
+        if name.lower() == b"connection"
+        for item in value.decode("latin-1").split(",")
+    }
+    return tuple(
+        (name, value)
+        for name, value in raw_headers
+        if (lowered := name.lower()) not in _NOT_STORED
+        and lowered not in nominated
+        and not lowered.startswith(b"proxy-")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,10 @@ class CacheManager:
             pre-write data.
         invalidation_exclude_paths: path prefixes whose writes never invalidate
             automatically (webhooks, internal endpoints).
+        honor_request_no_cache: whether a request's ``Cache-Control: no-cache``
+            or ``max-age=0`` (or ``Pragma: no-cache``) makes it computed fresh.
+            ``False`` answers such requests from the cache like any other,
+            as nginx does by default, so clients cannot force recomputation.
         key_by_host: make ``scheme://host`` part of every key, for apps served
             under several host names. Without it an entry answers only requests
             for the host it was computed for (others run uncached), so a forged
@@ -93,6 +97,7 @@ class CacheManager:
         invalidation_exclude_paths: Sequence[str] = (),
         stats_flush_interval: float = 1.0,
         key_by_host: bool = False,
+        honor_request_no_cache: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -128,6 +133,7 @@ class CacheManager:
         self.lock_timeout = float(lock_timeout)
         self.cache_control = bool(cache_control)
         self.key_by_host = bool(key_by_host)
+        self.honor_request_no_cache = bool(honor_request_no_cache)
         self.soft_purge = bool(soft_purge)
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
         self.clock = clock

@@ -133,6 +133,12 @@ def _digest_generations(generations: Sequence[int]) -> str:
     return hashlib.blake2b(",".join(map(str, generations)).encode(), digest_size=8).hexdigest()
 
 
+def _header(request: Request, name: str) -> str | None:
+    """Every line of a request header, joined as one field value; ``None`` if absent."""
+    values = request.headers.getlist(name)
+    return ", ".join(values) if values else None
+
+
 def _origin(scope: Scope, host: bytes | None = None) -> str:
     """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
     if host is None:
@@ -280,7 +286,7 @@ class _CachingHandler:
                 value = request.scope.get("state", {}).get(source.name)
                 values.append((source.label, None if value is None else str(value)))
             elif source.kind == "header":
-                values.append((source.label, request.headers.get(source.name)))
+                values.append((source.label, _header(request, source.name)))
             else:
                 values.append((source.label, request.cookies.get(source.name)))
         return values
@@ -337,7 +343,7 @@ class _CachingHandler:
             directives.cookie and not self.cookie_ok
         )
         refresh = bool(scope.get(REFRESH_FLAG))
-        revalidate = directives.revalidate or refresh
+        revalidate = (directives.revalidate and manager.honor_request_no_cache) or refresh
         path: str = scope["path"]
         origin = _origin(scope)
         vary = tuple(self._vary_values(request)) if self.vary else ()
@@ -351,15 +357,15 @@ class _CachingHandler:
             _, raw, generations, found = looked_up
         else:
             raw, generations = await manager.lookup(key, counters)
-        if generations is None:  # backend down: serve uncached, do not pile up on it
-            return await self._skip(request, manager, "backend-error")
+        if generations is None:  # backend down: serve uncached, but still compute once per key
+            return await self._compute_without_backend(request, manager, config, key, tags, directives, credentials)
         now = manager.clock()
         entry, forward = None, "uri-miss"
         if raw is not None:
             if found is _UNDECODED:
                 found = manager.decode(raw)
             if isinstance(found, VaryIndex):
-                variant = extend_key(key, [(name, request.headers.get(name)) for name in found.names])
+                variant = extend_key(key, [(name, _header(request, name)) for name in found.names])
                 raw = await manager.read(variant)
                 found = None if raw is None else manager.decode(raw)
                 forward = "vary-miss"
@@ -581,6 +587,49 @@ class _CachingHandler:
         finally:
             manager.flights.land(flight_key, flight, _Computed(stored))
 
+    async def _compute_without_backend(
+        self,
+        request: Request,
+        manager: CacheManager,
+        config: CacheConfig,
+        key: str,
+        tags: tuple[str, ...],
+        directives: RequestDirectives,
+        credentials: bool,
+    ) -> Response:
+        """The backend failed: compute once per key in this process, share it, store nothing.
+
+        A stampede is when pools run dry and breakers open; without this, every
+        request that could not read the cache would run the endpoint.
+        """
+        flight_key = (key, "unavailable", credentials)
+        flight, leader = manager.flights.join(flight_key)
+        if not leader:
+            outcome = await flight.wait(manager.lock_timeout)
+            entry = outcome.entry if isinstance(outcome, _Computed) else None
+            if entry is not None and self._same_variant(entry, request):
+                manager.stats.skip(self.template, "backend-error")
+                manager.stats.collapsed += 1
+                return await self._serve(
+                    request,
+                    entry,
+                    manager.clock(),
+                    directives,
+                    b"SKIP",
+                    "fwd=bypass",
+                    "collapsed",
+                    "detail=backend-error",
+                )
+            return await self._skip(request, manager, "backend-error")
+        shared: CachedResponse | None = None
+        try:
+            response, shared = await self._run(
+                request, manager, config, None, [], tags, directives, credentials, "bypass", unstored="backend-error"
+            )
+            return response
+        finally:
+            manager.flights.land(flight_key, flight, _Computed(shared))
+
     async def _await_other_process(
         self, request: Request, manager: CacheManager, key: str, generations: list[int], lock: str
     ) -> tuple[CachedResponse | None, str | None]:
@@ -598,7 +647,7 @@ class _CachingHandler:
             raw = await manager.read(key)
             found = None if raw is None else manager.decode(raw)
             if isinstance(found, VaryIndex):  # the entry lives under this request's variant key
-                raw = await manager.read(extend_key(key, [(n, request.headers.get(n)) for n in found.names]))
+                raw = await manager.read(extend_key(key, [(n, _header(request, n)) for n in found.names]))
                 found = None if raw is None else manager.decode(raw)
             if isinstance(found, CachedResponse) and list(found.generations) == generations:
                 return found, None
@@ -608,7 +657,7 @@ class _CachingHandler:
         return None, None
 
     def _same_variant(self, entry: CachedResponse, request: Request) -> bool:
-        return all(request.headers.get(name) == value for name, value in entry.vary)
+        return all(_header(request, name) == value for name, value in entry.vary)
 
     async def _run(
         self,
@@ -623,10 +672,13 @@ class _CachingHandler:
         forward: str,
         stale: CachedResponse | None = None,
         expired: CachedResponse | None = None,
+        unstored: str = "lock-timeout",
     ) -> tuple[Response, CachedResponse | None]:
         """Run the endpoint; store the response under ``key`` if given and cacheable.
 
-        Returns the response to send and the entry stored, if any.
+        Returns the response to send and the entry for it if it was cacheable
+        (stored under ``key``, or, without a key, only handed to the requests of
+        this process waiting for it; ``unstored`` then says why).
         """
         stored_at = manager.clock()
         try:
@@ -688,12 +740,12 @@ class _CachingHandler:
             path=request.scope["path"],
             route=self.template,
             tags=tags,
-            vary=tuple((name, request.headers.get(name)) for name in vary),
+            vary=tuple((name, _header(request, name)) for name in vary),
             origin=_origin(request.scope),
         )
-        if key is None:  # a waiter that timed out: compute, answer, do not store
-            manager.stats.skip(self.template, "lock-timeout")
-            return self._answer(response, directives, b"SKIP", f"fwd={forward}", "detail=lock-timeout"), None
+        if key is None:  # computed without storing (lock timeout, backend down): shareable in process only
+            manager.stats.skip(self.template, unstored)
+            return self._answer(response, directives, b"SKIP", f"fwd={forward}", f"detail={unstored}"), entry
         keep_for = ttl + max(config.stale_while_revalidate, config.stale_if_error)
         stored = True
         if vary:
