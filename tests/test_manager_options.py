@@ -26,6 +26,7 @@ def test_request_no_cache_is_honoured_by_default(clock: FakeClock) -> None:
     client.get("/r")
     fresh = client.get("/r", headers={"cache-control": "no-cache"})
     assert fresh.json() == {"call": 2}
+    assert len(calls) == 2
     assert fresh.headers["x-cache"] == "SKIP"
     assert client.get("/r").json() == {"call": 2}  # the fresh response refreshed the entry
 
