@@ -51,7 +51,8 @@ def _pin(cpu: int) -> list[str]:
 
 def _get(port: int, path: str) -> tuple[int, dict[str, str]]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        # The same Host as the load generator sends: entries answer only their own host.
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -124,7 +125,7 @@ def _wrk(port: int, seconds: float, connections: int) -> tuple[float, float, flo
 
 
 async def _python_load(port: int, seconds: float, connections: int) -> tuple[float, float, float]:
-    request = f"GET {URL_PATH} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    request = f"GET {URL_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 

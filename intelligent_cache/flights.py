@@ -18,15 +18,22 @@ T = TypeVar("T")
 class Flight(Generic[T]):
     """One computation in progress; waiters share its outcome."""
 
-    __slots__ = ("_future", "waiters")
+    __slots__ = ("_done", "_future", "_outcome", "waiters")
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
+        # The future is made by the first waiter: most flights have none.
+        self._future: asyncio.Future[T | None] | None = None
+        self._outcome: T | None = None
+        self._done = False
         self.waiters = 0
 
     async def wait(self, patience: float) -> T | None:
         """The leader's outcome, or ``None`` if it had none to share or took over ``patience`` seconds."""
         self.waiters += 1
+        if self._done:
+            return self._outcome
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
         try:
             async with asyncio.timeout(patience):
                 # shield: a waiter that gives up must not cancel the shared future.
@@ -35,7 +42,10 @@ class Flight(Generic[T]):
             return None
 
     def finish(self, outcome: T | None) -> None:
-        if not self._future.done():
+        if self._done:
+            return
+        self._done, self._outcome = True, outcome
+        if self._future is not None and not self._future.done():
             self._future.set_result(outcome)
 
 

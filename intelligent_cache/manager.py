@@ -326,6 +326,8 @@ class CacheManager:
 
         A backend failure grants the lock: computing is always safe.
         """
+        if not self.backend.shared:  # one process: its own single-flight is the whole story
+            return "local"
         try:
             stale_token = self._unreleased.pop(name, None)
             if stale_token is not None:  # ours, left behind by a failed release
@@ -337,6 +339,8 @@ class CacheManager:
 
     async def release_lock(self, name: str, token: str) -> None:
         """Release a lock taken with :meth:`acquire_lock`."""
+        if not self.backend.shared:
+            return
         try:
             await self.backend.release_lock(name, token)
         except Exception as exc:
@@ -443,11 +447,20 @@ def manager_from_request(request: Request) -> CacheManager | None:
     return manager_from_scope(request.scope)
 
 
+_SCOPE_KEY = "intelligent_cache.manager"
+
+
 def manager_from_scope(scope: Any) -> CacheManager | None:
-    """The manager attached to the app serving an ASGI scope, if any."""
+    """The manager attached to the app serving an ASGI scope, if any (found once per request and app)."""
     app = scope.get("app")
+    found = scope.get(_SCOPE_KEY)
+    if found is not None and found[0] is app:
+        return found[1]  # type: ignore[no-any-return]
     manager = getattr(getattr(app, "state", None), STATE_ATTRIBUTE, None)
-    return manager if isinstance(manager, CacheManager) else None
+    if not isinstance(manager, CacheManager):
+        return None
+    scope[_SCOPE_KEY] = (app, manager)
+    return manager
 
 
 def get_cache_service(request: Request) -> CacheService:

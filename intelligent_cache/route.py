@@ -924,28 +924,29 @@ class CachedRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if method == "HEAD" and self._answers_head():
+        if (method != "GET" and method != "HEAD") or not self._answers_head():
+            # Not a cached read: exactly what APIRoute does.
+            await super().handle(scope, receive, send)
+            return
+        if method == "HEAD":
             # HEAD is the GET without a body: same key, same headers, Content-Length included.
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
-            method = "GET"
-        if method == "GET" and self._get_only:
-            fast: _CachingHandler | None = getattr(_compat.scope_route(scope, self), _FAST_PATH_ATTRIBUTE, None)
-            if fast is not None:
-                started = time.perf_counter()
-                try:
-                    hit = await fast.find_hit(scope)
-                except Exception:  # the full path below handles (and reports) whatever went wrong
-                    scope.pop(LOOKUP_KEY, None)
-                    hit = None
-                if hit is not None:
-                    status, headers, body = hit
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
-                    manager = manager_from_scope(scope)
-                    if manager is not None:
-                        manager.stats.observe(fast.template, "hit", time.perf_counter() - started)
-                    return
-                if fast.config is not None:
-                    send = _marking_errors(send, scope, fast.template)
+        fast: _CachingHandler | None = getattr(_compat.scope_route(scope, self), _FAST_PATH_ATTRIBUTE, None)
+        if fast is not None:
+            started = time.perf_counter()
+            try:
+                hit = await fast.find_hit(scope)
+            except Exception:  # the full path below handles (and reports) whatever went wrong
+                scope.pop(LOOKUP_KEY, None)
+                hit = None
+            if hit is not None:
+                status, headers, body = hit
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                manager = manager_from_scope(scope)
+                if manager is not None:
+                    manager.stats.observe(fast.template, "hit", time.perf_counter() - started)
+                return
+            send = _marking_errors(send, scope, fast.template)
         await super().handle(scope, receive, send)

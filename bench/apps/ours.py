@@ -27,9 +27,11 @@ def _backend() -> CacheBackend:
     return MemoryBackend()
 
 
-def create_app() -> FastAPI:
+def create_app(*, cached: bool = True) -> FastAPI:
+    """The benchmark app; ``cached=False`` builds the same routes as plain APIRoutes, for comparison."""
     app = FastAPI()
-    CacheManager(_backend(), default_ttl=3600).init_app(app)
+    if cached:
+        CacheManager(_backend(), default_ttl=3600, max_response_size=10 * 1024 * 1024).init_app(app)
 
     @app.get("/items", response_model=list[Item])
     @cache_config(ttl_seconds=3600)

@@ -63,6 +63,8 @@ def _generation(value: Any) -> int | None:
 class RedisBase(CacheBackend):
     """What the single-server and the Cluster backends share."""
 
+    shared = True
+
     _client: Any
 
     def __init__(

@@ -30,6 +30,10 @@ class CacheBackend(abc.ABC):
     #: Short name shown in stats and health (``"memory"``, ``"redis"``...).
     name: str = "custom"
 
+    #: Whether several processes share this backend's entries. If so, concurrent
+    #: misses are coordinated with :meth:`acquire_lock` across processes too.
+    shared: bool = False
+
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value stored under ``key``, or ``None``."""
