@@ -24,6 +24,13 @@ def code_blocks(language: str) -> list[str]:
     return blocks
 
 
+def test_readme_is_valid_restructuredtext() -> None:
+    import docutils.core
+
+    # Warnings are errors: a broken table or literal would render as garbage on PyPI.
+    docutils.core.publish_string(README, writer_name="null", settings_overrides={"report_level": 2, "halt_level": 2})
+
+
 def test_readme_has_examples() -> None:
     assert len(code_blocks("python")) >= 2
     assert any("$ curl" in block for block in code_blocks("console"))
