@@ -10,8 +10,9 @@ manager explicitly allows unauthenticated access.
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -30,6 +31,9 @@ __all__ = ["admin_router"]
 logger = logging.getLogger("intelligent_cache")
 
 Pattern = Annotated[str, Query(min_length=1, max_length=MAX_PATTERN_LENGTH)]
+KeyPath = Annotated[str, Path(min_length=1, max_length=4096)]
+
+T = TypeVar("T")
 
 
 class InvalidateRequest(BaseModel):
@@ -81,17 +85,22 @@ def admin_router(manager: CacheManager) -> APIRouter:
         ]
         return {"keys": keys, "cursor": next_cursor}
 
-    @router.get("/keys/{key:path}")
-    async def get_key(key: Annotated[str, Path(min_length=1, max_length=4096)]) -> dict[str, Any]:
-        """Metadata of one entry (no body)."""
+    async def existing(key: str, operation: Callable[[str], Awaitable[T | None]]) -> T:
+        """``operation(key)`` on a cache key: 404 for internal or absent keys, 503 if the backend fails."""
         if key.startswith(INTERNAL_PREFIX):
             raise HTTPException(status_code=404, detail="no such key")
         try:
-            raw = await manager.backend.get(key)
+            result = await operation(key)
         except Exception as exc:
             raise _backend_failure(exc) from exc
-        if raw is None:
+        if not result:
             raise HTTPException(status_code=404, detail="no such key")
+        return result
+
+    @router.get("/keys/{key:path}")
+    async def get_key(key: KeyPath) -> dict[str, Any]:
+        """Metadata of one entry (no body)."""
+        raw = await existing(key, manager.backend.get)
         entry = manager.decode(raw)
         if not isinstance(entry, CachedResponse):
             kind = "corrupt" if entry is None else "value"
@@ -113,16 +122,9 @@ def admin_router(manager: CacheManager) -> APIRouter:
         }
 
     @router.delete("/keys/{key:path}")
-    async def delete_key(key: Annotated[str, Path(min_length=1, max_length=4096)]) -> dict[str, Any]:
+    async def delete_key(key: KeyPath) -> dict[str, Any]:
         """Delete one entry; 404 if absent."""
-        if key.startswith(INTERNAL_PREFIX):
-            raise HTTPException(status_code=404, detail="no such key")
-        try:
-            deleted = await manager.backend.delete(key)
-        except Exception as exc:
-            raise _backend_failure(exc) from exc
-        if not deleted:
-            raise HTTPException(status_code=404, detail="no such key")
+        await existing(key, manager.backend.delete)
         return {"deleted": key}
 
     @router.post("/clear")
