@@ -138,7 +138,7 @@ class CacheManager:
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
         self.clock = clock
         self.stats = CacheStats()
-        self.flights: FlightGroup[Any] = FlightGroup()
+        self.flights: FlightGroup[CachedResponse] = FlightGroup()
         self._refreshing: set[str] = set()
         self._decoded: dict[bytes, Any] = {}
         # Invalidations that failed (backend unreachable), in order, until they land.

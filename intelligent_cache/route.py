@@ -32,6 +32,7 @@ from . import _compat
 from .config import CacheConfig, InvalidationConfig, VarySource, get_config, get_invalidation, template_fields
 from .entry import CachedResponse, VaryIndex, encode_vary_index, storable_headers
 from .exceptions import ConfigurationError
+from .flights import Flight
 from .invalidation import generation_keys, invalidation_keys, tag_keys
 from .keys import build_key, extend_key
 from .manager import CacheManager, manager_from_request, manager_from_scope
@@ -89,6 +90,11 @@ class _StoredResponse(Response):
         self.raw_headers = raw_headers
         self.body = body
         self.background = None
+
+
+def _not_modified_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The fields a 304 repeats from the 200 it stands for."""
+    return [(name, value) for name, value in headers if name in _NOT_MODIFIED_HEADERS]
 
 
 def _cache_status(*params: str) -> tuple[bytes, bytes]:
@@ -162,13 +168,6 @@ def _same_origin_paths(request: Request, response: Response) -> list[str]:
         if target.path.startswith("/"):
             paths.append(unquote(target.path))
     return paths
-
-
-@dataclasses.dataclass(slots=True)
-class _Computed:
-    """What a leader's computation leaves for the requests that waited on it."""
-
-    entry: CachedResponse | None
 
 
 class _CachingHandler:
@@ -309,8 +308,7 @@ class _CachingHandler:
         """Answer from an entry (HIT, STALE, collapsed): 304 when the validator matches."""
         extra = [(b"age", b"%d" % entry.age(now)), (b"x-cache", x_cache), _cache_status(*status)]
         if directives.if_none_match is not None and self._validator_matches(directives, entry.headers):
-            headers = [(name, value) for name, value in entry.headers if name in _NOT_MODIFIED_HEADERS]
-            response: Response = _StoredResponse(304, headers + extra, b"")
+            response: Response = _StoredResponse(304, _not_modified_headers(entry.headers) + extra, b"")
         else:
             response = _StoredResponse(entry.status, [*entry.headers, *extra], entry.body)
         if self.hit_handler is None:
@@ -531,9 +529,8 @@ class _CachingHandler:
         flight_key = (key, tuple(generations), credentials)
         flight, leader = manager.flights.join(flight_key)
         if not leader:
-            outcome = await flight.wait(manager.lock_timeout)
-            entry = outcome.entry if isinstance(outcome, _Computed) else None
-            if entry is not None and self._same_variant(entry, request):
+            entry = await self._shared_outcome(flight, manager, request)
+            if entry is not None:
                 manager.stats.hit(self.template)
                 manager.stats.collapsed += 1
                 return await self._serve(
@@ -585,7 +582,7 @@ class _CachingHandler:
                 if token is not None:
                     await manager.release_lock(lock, token)
         finally:
-            manager.flights.land(flight_key, flight, _Computed(stored))
+            manager.flights.land(flight_key, flight, stored)
 
     async def _compute_without_backend(
         self,
@@ -605,9 +602,8 @@ class _CachingHandler:
         flight_key = (key, "unavailable", credentials)
         flight, leader = manager.flights.join(flight_key)
         if not leader:
-            outcome = await flight.wait(manager.lock_timeout)
-            entry = outcome.entry if isinstance(outcome, _Computed) else None
-            if entry is not None and self._same_variant(entry, request):
+            entry = await self._shared_outcome(flight, manager, request)
+            if entry is not None:
                 manager.stats.skip(self.template, "backend-error")
                 manager.stats.collapsed += 1
                 return await self._serve(
@@ -628,7 +624,7 @@ class _CachingHandler:
             )
             return response
         finally:
-            manager.flights.land(flight_key, flight, _Computed(shared))
+            manager.flights.land(flight_key, flight, shared)
 
     async def _await_other_process(
         self, request: Request, manager: CacheManager, key: str, generations: list[int], lock: str
@@ -656,8 +652,14 @@ class _CachingHandler:
                 return None, token
         return None, None
 
-    def _same_variant(self, entry: CachedResponse, request: Request) -> bool:
-        return all(_header(request, name) == value for name, value in entry.vary)
+    async def _shared_outcome(
+        self, flight: Flight[CachedResponse], manager: CacheManager, request: Request
+    ) -> CachedResponse | None:
+        """The entry the leader of ``flight`` computed, if it has one for this request's variant."""
+        entry = await flight.wait(manager.lock_timeout)
+        if entry is None or not all(_header(request, name) == value for name, value in entry.vary):
+            return None
+        return entry
 
     async def _run(
         self,
@@ -765,8 +767,7 @@ class _CachingHandler:
     def _answer(self, response: Response, directives: RequestDirectives, x_cache: bytes, *status: str) -> Response:
         """Send a computed response, or a 304 for it when the client's validator matches."""
         if directives.if_none_match is not None and self._validator_matches(directives, response.raw_headers):
-            headers = [(name, value) for name, value in response.raw_headers if name in _NOT_MODIFIED_HEADERS]
-            not_modified = _StoredResponse(304, headers, b"")
+            not_modified = _StoredResponse(304, _not_modified_headers(response.raw_headers), b"")
             not_modified.background = response.background
             return _mark(not_modified, x_cache, *status)
         return _mark(response, x_cache, *status)
