@@ -2,6 +2,9 @@
 
 Decisions come back as *reason* strings (``None`` meaning "go ahead"), so the
 same value explains the outcome in stats and in ``Cache-Status``.
+
+Header values come from clients (and from endpoints): every parser here takes
+them as they are, never raises on them, and is never super-linear in their size.
 """
 
 import hashlib
@@ -10,7 +13,9 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import ClassVar
 
 __all__ = [
     "SAFE_METHODS",
@@ -72,11 +77,22 @@ def _split_commas(value: str) -> list[str]:
     return items
 
 
+_MAX_DELTA_SECONDS = 2**31
+
+
 def _delta_seconds(argument: str | None) -> int | None:
-    """A non-negative integer argument, or ``None`` if absent or invalid (RFC 9111 section 1.2.2)."""
-    if argument is None or not argument.isdigit():
+    """A non-negative integer argument, or ``None`` if absent or invalid (RFC 9111 section 1.2.2).
+
+    ASCII digits only (``str.isdigit`` alone accepts superscripts such as
+    ``"\\xb2"``, which ``int`` refuses), and anything past 2**31 is 2**31,
+    computed without converting thousands of digits (which ``int`` refuses too).
+    """
+    if argument is None or not (argument.isascii() and argument.isdigit()):
         return None
-    return min(int(argument), 2**31)
+    digits = argument.lstrip("0")
+    if len(digits) > len(str(_MAX_DELTA_SECONDS)):
+        return _MAX_DELTA_SECONDS
+    return min(int(digits or "0"), _MAX_DELTA_SECONDS)
 
 
 def _values(headers: Headers, name: bytes) -> list[str]:
@@ -105,23 +121,25 @@ class RequestDirectives:
     cookie: bool = False
     if_none_match: str | None = None
 
+    #: The request fields these directives come from. A request carrying none of
+    #: them asks nothing (the fast path relies on it: add a field here, not elsewhere).
+    FIELDS: ClassVar[frozenset[bytes]] = frozenset(
+        {b"cache-control", b"pragma", b"authorization", b"cookie", b"if-none-match"}
+    )
+
     @classmethod
     def parse(cls, headers: Headers) -> "RequestDirectives":
-        result = cls()
-        cache_control: list[str] = []
-        pragma: list[str] = []
+        lines: dict[bytes, list[str]] = {}
         for key, value in headers:
-            if key == b"cache-control":
-                cache_control.append(value.decode("latin-1"))
-            elif key == b"pragma":
-                pragma.append(value.decode("latin-1"))
-            elif key == b"authorization":
-                result.authorization = True
-            elif key == b"cookie":
-                result.cookie = True
-            elif key == b"if-none-match":
-                text = value.decode("latin-1")
-                result.if_none_match = text if result.if_none_match is None else f"{result.if_none_match}, {text}"
+            if key in cls.FIELDS:
+                lines.setdefault(key, []).append(value.decode("latin-1"))
+        result = cls(authorization=b"authorization" in lines, cookie=b"cookie" in lines)
+        cache_control = lines.get(b"cache-control")
+        pragma = lines.get(b"pragma")
+        if_none_match = lines.get(b"if-none-match")
+        if if_none_match:
+            # Joined once: appending line by line is quadratic in the number of lines.
+            result.if_none_match = ", ".join(if_none_match)
         if cache_control:
             directives = parse_cache_control(cache_control)
             result.no_store = "no-store" in directives
@@ -231,15 +249,26 @@ def response_ttl(headers: Headers) -> float | None:
                 return float(seconds) if seconds else 0.0
     expires = _values(headers, b"expires")
     if expires:
-        try:
-            expires_at = parsedate_to_datetime(expires[0])
-            dates = _values(headers, b"date")
-            base = parsedate_to_datetime(dates[0]).timestamp() if dates else time.time()
-            lifetime = expires_at.timestamp() - base
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return 0.0
+        expires_at = _http_date(expires[0])
+        dates = _values(headers, b"date")
+        base = _http_date(dates[0]) if dates else time.time()
+        if expires_at is None or base is None:
+            return 0.0  # an invalid Expires means "already expired" (RFC 9111 section 5.3)
+        lifetime = expires_at - base
         return lifetime if math.isfinite(lifetime) and lifetime > 0 else 0.0
     return None
+
+
+def _http_date(value: str) -> float | None:
+    """The timestamp of an HTTP-date, or ``None`` if it is not one."""
+    try:
+        parsed = parsedate_to_datetime(value)
+        # HTTP-dates are GMT: "-0000" gives a naive datetime, which is not local time.
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
 
 
 _REPRESENTATION = (b"content-type", b"content-encoding", b"content-language")

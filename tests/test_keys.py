@@ -14,7 +14,9 @@ from intelligent_cache.keys import MAX_KEY_LENGTH, build_key, glob_to_regex
 GLOB_CHARS = frozenset("*?[]")
 HASH_TAG_CHARS = frozenset("{}")
 
-HYPOTHESIS = settings(max_examples=300, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+HYPOTHESIS = settings(
+    max_examples=300, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def key(path: str, query: str = "", vary=(), prefix=None) -> str:
