@@ -10,32 +10,33 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
-from fastapi.routing import APIRoute
 
 from .backends.base import CacheBackend
 from .backends.memory import MemoryBackend
-from .config import get_config
 from .entry import CachedResponse, VaryIndex, decode, encode
 from .exceptions import ConfigurationError, CorruptEntryError
 from .flights import FlightGroup
+from .route import CachedRoute
+from .routecheck import check_app_routes
+from .scope import STATE_ATTRIBUTE, AttachedCache, manager_from_scope
 from .service import CacheService
 from .stats import CacheStats
+from .writes import InvalidationMiddleware
 
 __all__ = ["STATE_ATTRIBUTE", "CacheManager", "get_cache_service", "manager_from_request", "manager_from_scope"]
 
 logger = logging.getLogger("intelligent_cache")
 
-STATE_ATTRIBUTE = "intelligent_cache"
-
-# Bounds of the decoded-entry memo: at most this many values of at most this size.
-_DECODED_MAX_ITEMS = 256
+# Bounds of the decoded-entry memo: values of at most this size, at most this many
+# bytes of them in all (each costs about twice its size: the bytes and the entry).
 _DECODED_MAX_SIZE = 64 * 1024
+_DECODED_MAX_BYTES = 1024 * 1024
 # Failed invalidations kept for replay, and how often the replay is tried.
 _MAX_PENDING = 10_000
 _REPLAY_INTERVAL = 0.25
 
 
-class CacheManager:
+class CacheManager(AttachedCache):
     """The cache of one (or several) FastAPI apps.
 
     Args:
@@ -73,6 +74,11 @@ class CacheManager:
         stats_flush_interval: seconds between two additions of this process's
             counters to the backend's shared ones (Redis), so stats cover every
             worker without a round trip per request.
+        key_secret: the secret that keys the digests standing for credential
+            values (``Authorization``, cookies, API keys) in cache keys, which
+            never hold such values in plaintext. Every instance sharing a
+            backend must use the same one. By default the backend keeps one
+            (Redis: created once in the namespace; memory: random per process).
         clock: wall-clock time source (seconds since the epoch); tests inject one.
 
     Raises:
@@ -98,6 +104,7 @@ class CacheManager:
         stats_flush_interval: float = 1.0,
         key_by_host: bool = False,
         honor_request_no_cache: bool = True,
+        key_secret: str | bytes | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -116,6 +123,9 @@ class CacheManager:
             isinstance(prefix, str) and prefix.startswith("/") for prefix in invalidation_exclude_paths
         ):
             raise ConfigurationError("invalidation_exclude_paths takes a list of path prefixes starting with '/'")
+        if key_secret is not None and (not isinstance(key_secret, str | bytes) or len(key_secret) < 16):
+            raise ConfigurationError("key_secret must be a str or bytes of at least 16 characters")
+        self._secret: bytes | None = key_secret.encode() if isinstance(key_secret, str) else key_secret
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.default_ttl = float(default_ttl)
         self.enabled = bool(enabled)
@@ -141,6 +151,7 @@ class CacheManager:
         self.flights: FlightGroup[CachedResponse] = FlightGroup()
         self._refreshing: set[str] = set()
         self._decoded: dict[bytes, Any] = {}
+        self._decoded_bytes = 0
         # Invalidations that failed (backend unreachable), in order, until they land.
         self._pending: dict[str, None] = {}
         self._pending_overflow = False
@@ -156,29 +167,26 @@ class CacheManager:
         """Attach this cache to ``app``.
 
         Stores the manager on ``app.state``, makes :class:`CachedRoute` the
-        route class of routes declared on the app from now on, closes the
-        backend on shutdown and, if asked, mounts the admin API.
+        route class of routes declared on the app from now on, installs the
+        write-invalidation middleware, checks every route when the app starts,
+        closes the backend on shutdown and, if asked, mounts the admin API.
 
         Raises:
-            ConfigurationError: the app already has another cache manager, or
-                admin routes were asked for without authentication.
+            ConfigurationError: the app already has another cache manager or
+                has started, a route declared so far cannot be cached as its
+                ``@cache_config`` asks (see :func:`check_app_routes`), or admin
+                routes were asked for without authentication.
         """
-        from .route import CachedRoute
-
         current = getattr(app.state, STATE_ATTRIBUTE, None)
         if current is not None and current is not self:
             raise ConfigurationError("this app already has a CacheManager")
+        check_app_routes(app)
+        try:
+            app.add_middleware(InvalidationMiddleware, manager=self)
+        except RuntimeError as exc:  # Starlette: the middleware stack is built once the app started
+            raise ConfigurationError(f"init_app() must be called before the app starts: {exc}") from exc
         setattr(app.state, STATE_ATTRIBUTE, self)
         app.router.route_class = CachedRoute
-        for route in app.routes:
-            if isinstance(route, APIRoute) and not isinstance(route, CachedRoute):
-                config = get_config(route.endpoint)
-                if config is not None and config.enabled:
-                    logger.warning(
-                        "route %s was declared before init_app() and is not cached; "
-                        "call init_app() first or use APIRouter(route_class=CachedRoute)",
-                        route.path,
-                    )
         self._wrap_lifespan(app)
         if self.include_admin_routes:
             from .admin import admin_router
@@ -191,6 +199,8 @@ class CacheManager:
 
         @asynccontextmanager
         async def lifespan(app_: Any) -> AsyncIterator[Any]:
+            # Routes may have been added since init_app: refuse to start with one the cache cannot see.
+            check_app_routes(app)
             flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
             try:
                 async with original(app_) as state:
@@ -348,6 +358,21 @@ class CacheManager:
             if len(self._unreleased) < _MAX_PENDING:
                 self._unreleased[name] = token
 
+    async def secret(self) -> bytes | None:
+        """The key secret (see ``key_secret``); ``None`` (counted) if the backend failed to give one."""
+        if self._secret is None:
+            try:
+                self._secret = await self.backend.secret()
+            except Exception as exc:
+                self._failed("secret", exc)
+                return None
+        return self._secret
+
+    @property
+    def known_secret(self) -> bytes | None:
+        """The key secret if already known (the fast path cannot wait for the backend)."""
+        return self._secret
+
     def decode(self, raw: bytes) -> Any:
         """Decode a stored value; a corrupt one counts and reads as ``None``.
 
@@ -364,15 +389,24 @@ class CacheManager:
             return None
         # Only immutable results are shared; plain values (lists, dicts) are decoded each time.
         if len(raw) <= _DECODED_MAX_SIZE and isinstance(decoded, CachedResponse | VaryIndex):
-            if len(self._decoded) >= _DECODED_MAX_ITEMS:
-                del self._decoded[next(iter(self._decoded))]
-            self._decoded[raw] = decoded
+            memo = self._decoded
+            while memo and self._decoded_bytes + len(raw) > _DECODED_MAX_BYTES:
+                self._decoded_bytes -= len(next(iter(memo)))
+                del memo[next(iter(memo))]
+            memo[raw] = decoded
+            self._decoded_bytes += len(raw)
         return decoded
 
-    async def store(self, key: str, entry: CachedResponse, keep_for: float | None = None) -> bool:
-        """Store an entry for ``keep_for`` seconds (default: its TTL); ``False`` if the backend failed."""
+    async def store(
+        self, key: str, entry: CachedResponse, keep_for: float | None = None, generation_keys: Sequence[str] = ()
+    ) -> bool:
+        """Store an entry for ``keep_for`` seconds (default: its TTL); ``False`` if the backend failed.
+
+        ``generation_keys`` are the counters it depends on: the backend keeps
+        them at least as long as the entry.
+        """
         try:
-            await self.backend.set(key, encode(entry), entry.ttl if keep_for is None else keep_for)
+            await self.backend.put(key, encode(entry), entry.ttl if keep_for is None else keep_for, generation_keys)
         except Exception as exc:
             self._failed("store", exc)
             return False
@@ -445,22 +479,6 @@ class CacheManager:
 def manager_from_request(request: Request) -> CacheManager | None:
     """The manager attached to the request's app, if any."""
     return manager_from_scope(request.scope)
-
-
-_SCOPE_KEY = "intelligent_cache.manager"
-
-
-def manager_from_scope(scope: Any) -> CacheManager | None:
-    """The manager attached to the app serving an ASGI scope, if any (found once per request and app)."""
-    app = scope.get("app")
-    found = scope.get(_SCOPE_KEY)
-    if found is not None and found[0] is app:
-        return found[1]  # type: ignore[no-any-return]
-    manager = getattr(getattr(app, "state", None), STATE_ATTRIBUTE, None)
-    if not isinstance(manager, CacheManager):
-        return None
-    scope[_SCOPE_KEY] = (app, manager)
-    return manager
 
 
 def get_cache_service(request: Request) -> CacheService:

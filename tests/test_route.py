@@ -17,7 +17,15 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, Field
 
-from intelligent_cache import CachedResponse, CachedRoute, CacheManager, MemoryBackend, build_key, cache_config
+from intelligent_cache import (
+    CachedResponse,
+    CachedRoute,
+    CacheManager,
+    ConfigurationError,
+    MemoryBackend,
+    build_key,
+    cache_config,
+)
 
 # Headers a HIT may legitimately add or change compared with the MISS that stored it.
 CACHE_MARKERS = frozenset({"x-cache", "age", "cache-status"})
@@ -421,18 +429,31 @@ def test_uncached_routes_behave_like_api_route(harness, decorate):
     assert "x-cache" not in head.headers
 
 
-def test_routes_declared_before_init_app_are_not_cached_and_named_in_a_warning(clock, memory_backend, caplog):
+def test_routes_declared_before_init_app_with_cache_config_refuse_init_app(clock, memory_backend):
     app = FastAPI()
-    calls: Counter[str] = Counter()
 
     @app.get("/early")
     @cache_config
     async def early():
-        calls["early"] += 1
         return {}
 
-    with caplog.at_level(logging.WARNING, logger="intelligent_cache"):
+    @app.get("/plain-uncached")
+    async def plain():
+        return {}
+
+    with pytest.raises(ConfigurationError, match=r"GET /early .*route_class=CachedRoute"):
         CacheManager(memory_backend, clock=clock).init_app(app)
+
+
+def test_routes_declared_after_init_app_are_cached(clock, memory_backend):
+    app = FastAPI()
+
+    @app.get("/early-uncached")
+    async def early():
+        return {}
+
+    CacheManager(memory_backend, clock=clock).init_app(app)
+    calls: Counter[str] = Counter()
 
     @app.get("/late")
     @cache_config
@@ -441,13 +462,9 @@ def test_routes_declared_before_init_app_are_not_cached_and_named_in_a_warning(c
         return {}
 
     client = TestClient(app)
-    for _ in range(2):
-        assert "x-cache" not in client.get("/early").headers
-    assert calls["early"] == 2
     assert [x_cache(client.get("/late")) for _ in range(2)] == ["MISS", "HIT"]
-    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
-    assert any("/early" in record.getMessage() for record in warnings)
-    assert not any("/late" in record.getMessage() for record in warnings)
+    assert "x-cache" not in client.get("/early-uncached").headers
+    assert calls["late"] == 1
 
 
 # -- never stored ------------------------------------------------------------------------------------------
@@ -643,7 +660,9 @@ def test_vary_by_user_keeps_users_apart(harness):
     alice = harness.get("/me", headers={"X-User": "alice"})
     bob = harness.get("/me", headers={"X-User": "bob"})
     anonymous = harness.get("/me")
-    assert [x_cache(r) for r in (alice, bob, anonymous)] == ["MISS", "MISS", "MISS"]
+    # No user_id: never a key shared by every anonymous caller, served uncached instead.
+    assert [x_cache(r) for r in (alice, bob, anonymous)] == ["MISS", "MISS", "SKIP"]
+    assert "detail=vary-missing" in anonymous.headers["cache-status"]
     assert alice.json() == {"user": "alice", "tenant": None, "call": 1}
     assert bob.json() == {"user": "bob", "tenant": None, "call": 2}
     assert anonymous.json()["user"] is None
@@ -651,8 +670,8 @@ def test_vary_by_user_keeps_users_apart(harness):
     for _ in range(2):
         assert harness.get("/me", headers={"X-User": "bob"}).json() == bob.json()
         assert harness.get("/me", headers={"X-User": "alice"}).json() == alice.json()
-        assert harness.get("/me").json() == anonymous.json()
-    assert harness.calls["endpoint"] == 3
+        assert harness.get("/me").json()["user"] is None
+    assert harness.calls["endpoint"] == 5
 
 
 def test_vary_by_user_with_authorization_uses_the_cache(harness):

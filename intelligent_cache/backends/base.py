@@ -8,11 +8,17 @@ Generation counters (see :mod:`intelligent_cache.invalidation`) are integers
 stored beside the entries. ``fetch`` reads an entry together with the counters
 it depends on and creates the missing ones with a random initial value, so a
 counter that was evicted or expired can never come back with a value an old
-entry remembers. ``bump`` increments counters (creating them if absent).
+entry remembers. A counter created by a lookup is provisional: it lives only
+briefly unless :meth:`CacheBackend.put` stores an entry that depends on it, so
+requests that store nothing leave no long-lived keys. ``bump`` makes every
+entry depending on a counter unusable: a backend may increment the counter or
+delete it (a deleted counter comes back with a new random value), whichever
+cannot fail when the store is full.
 """
 
 import abc
 import random
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +32,8 @@ def new_generation() -> int:
 
 class CacheBackend(abc.ABC):
     """Where entries live. Every method may raise; the cache fails open on errors."""
+
+    _secret: bytes | None = None
 
     #: Short name shown in stats and health (``"memory"``, ``"redis"``...).
     name: str = "custom"
@@ -56,7 +64,40 @@ class CacheBackend(abc.ABC):
 
     @abc.abstractmethod
     async def bump(self, generation_keys: Sequence[str]) -> None:
-        """Increment each generation counter."""
+        """Invalidate each generation counter: increment it, or delete it.
+
+        Either way no entry that recorded the old value can match again.
+        """
+
+    async def put(self, key: str, value: bytes, ttl: float, generation_keys: Sequence[str] = ()) -> None:
+        """Store an entry that depends on ``generation_keys`` for ``ttl`` seconds.
+
+        Besides storing the value (as :meth:`set` does), a backend whose
+        counters expire keeps each of these counters for at least ``ttl``
+        seconds, so an entry never outlives what it depends on. The default
+        just calls :meth:`set`.
+        """
+        await self.set(key, value, ttl)
+
+    async def generations(self, generation_keys: Sequence[str]) -> list[int | None]:
+        """The current value of each counter, ``None`` where absent; creates nothing.
+
+        Used to tell whether a listed entry is still valid. The default knows
+        nothing (every value ``None``, read as "unknown").
+        """
+        return [None] * len(generation_keys)
+
+    async def secret(self) -> bytes:
+        """The deployment secret that keys digests of credentials in cache keys.
+
+        Every process sharing this backend must get the same bytes, so that they
+        build the same keys. The default, right for per-process backends, is
+        random per backend instance; shared backends override it (the Redis
+        backends keep one in the namespace, created on first use).
+        """
+        if self._secret is None:
+            self._secret = secrets.token_bytes(32)
+        return self._secret
 
     @abc.abstractmethod
     async def scan(

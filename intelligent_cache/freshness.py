@@ -1,0 +1,76 @@
+"""The one serve decision: may a found entry answer this request, and how.
+
+Pure: the fast path of :class:`~intelligent_cache.CachedRoute` and the full read
+path both call :func:`decide`, so they cannot drift apart. What the decision
+reads from a request is :class:`~intelligent_cache.policy.RequestDirectives`;
+a request carrying any header those directives come from takes the full path.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .config import CacheConfig
+from .entry import CachedResponse
+from .policy import RequestDirectives, forbids_stale, shareable_with_credentials
+
+__all__ = ["Decision", "decide"]
+
+Action = Literal["hit", "stale", "miss"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with what the lookup found.
+
+    Attributes:
+        action: ``hit`` (serve fresh), ``stale`` (serve past its lifetime while
+            one background refresh runs) or ``miss`` (compute).
+        entry: the usable entry (kept on a miss too: a stale-if-error or
+            must-revalidate fallback may need it).
+        forward: RFC 9211 ``fwd`` of a miss (``uri-miss``, ``stale``, ``request``...).
+        remaining: whole seconds of freshness left, for a hit.
+        fallback: on a miss, the entry may answer if the endpoint fails (stale-if-error).
+    """
+
+    action: Action
+    entry: CachedResponse | None = None
+    forward: str = "uri-miss"
+    remaining: int = 0
+    fallback: bool = False
+
+
+def decide(
+    found: CachedResponse | None,
+    generations: list[int],
+    now: float,
+    directives: RequestDirectives,
+    config: CacheConfig,
+    *,
+    revalidate: bool,
+    soft_purge: bool,
+    credentials: bool,
+    forward: str = "uri-miss",
+) -> Decision:
+    """Decide how ``found`` (the entry under the request's key, if any) answers the request."""
+    if found is None:
+        return Decision("miss", forward="request" if revalidate else forward)
+    current = list(found.generations) == generations
+    if not current and not soft_purge:
+        return Decision("miss", forward="stale")
+    # RFC 9111 section 3.5: a request with credentials the key does not cover
+    # may only use a response that said it is shareable.
+    if credentials and not shareable_with_credentials(found.headers):
+        return Decision("miss", forward="request" if revalidate else forward)
+    if revalidate:
+        return Decision("miss", found, forward="request")
+    age = found.age(now)
+    if current and age < found.ttl and (directives.max_age is None or age <= directives.max_age):
+        return Decision("hit", found, remaining=int(found.ttl - age))
+    # Past its lifetime (or soft-purged): it may still be served stale, within
+    # the route's windows, unless it or the client forbids it.
+    if directives.max_age is None and not forbids_stale(found.headers):
+        if config.stale_while_revalidate and age < found.ttl + config.stale_while_revalidate:
+            return Decision("stale", found)
+        if config.stale_if_error and age < found.ttl + config.stale_if_error:
+            return Decision("miss", found, forward="stale", fallback=True)
+    return Decision("miss", found, forward="stale")

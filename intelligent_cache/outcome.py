@@ -1,0 +1,65 @@
+"""What the cache did for a request, said once: the ``X-Cache`` and ``Cache-Status`` fields and the stats.
+
+Every response of a cached route gets exactly one :class:`Outcome`, through
+:func:`mark`, which both writes the headers (RFC 9211 ``Cache-Status``) and
+counts the outcome, so what the client reads and what the stats say cannot
+disagree.
+"""
+
+import enum
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+
+if TYPE_CHECKING:  # for annotations only: stats never import the request path
+    from .stats import CacheStats
+
+__all__ = ["CACHE_NAME", "Outcome", "cache_status", "mark"]
+
+CACHE_NAME = "intelligent-cache"
+
+
+class Outcome(enum.Enum):
+    """The four answers of the cache, as ``X-Cache`` spells them."""
+
+    HIT = "HIT"  # served from the cache
+    MISS = "MISS"  # computed and stored
+    STALE = "STALE"  # served past its lifetime (stale-while-revalidate, stale-if-error)
+    SKIP = "SKIP"  # computed without using the cache; the reason says why
+
+    @property
+    def header(self) -> bytes:
+        return self.value.encode()
+
+    @property
+    def stat(self) -> str:
+        return self.value.lower()
+
+
+def cache_status(*params: str) -> tuple[bytes, bytes]:
+    """A ``Cache-Status`` field: ``intelligent-cache; <params>``."""
+    return b"cache-status", "; ".join((CACHE_NAME, *params)).encode("latin-1")
+
+
+def mark(
+    response: Response,
+    outcome: Outcome,
+    *params: str,
+    stats: "CacheStats | None",
+    route: str,
+    reason: str | None = None,
+) -> Response:
+    """Give ``response`` its ``X-Cache`` and ``Cache-Status``, and count ``outcome`` for ``route``.
+
+    ``reason`` (a SKIP's cause) is added as ``detail=`` and counted too.
+    """
+    if reason is not None:
+        params = (*params, f"detail={reason}")
+    response.raw_headers.append((b"x-cache", outcome.header))
+    response.raw_headers.append(cache_status(*params))
+    if stats is not None:
+        if outcome is Outcome.SKIP:
+            stats.skip(route, reason or "bypass")
+        else:
+            stats.record(route, outcome.stat)
+    return response

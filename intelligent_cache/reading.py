@@ -1,0 +1,492 @@
+"""The read path of a cached GET, as a sequence of named steps.
+
+::
+
+    read_through ─┬─ (no dependencies to run) look_up ── HIT? serve
+                  └─ FastAPI's handler: body, dependencies, then the gate:
+                        after_dependencies ── look_up (if not done) ── HIT? serve
+                                          ── claim (single flight + lock) ── collapsed? serve
+                                          ── the endpoint (stale-if-error on failure)
+                     conclude ── storable? store ── MISS, or SKIP with the reason
+                     release (hand the entry to waiters, free the lock)
+
+Everything one request knows travels in one :class:`ReadContext`. The lookup
+happens where every key input is known: before FastAPI's handler for routes
+without dependencies to run, after the dependencies otherwise, so a vary value
+set by a dependency (``request.state.user_id``) is always read after it is set.
+"""
+
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException, Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from .coalescing import Claim, claim, release
+from .config import CacheConfig
+from .entry import CachedResponse, VaryIndex, encode_vary_index
+from .freshness import Decision, decide
+from .inputs import VaryPlan
+from .keys import extend_key
+from .outcome import Outcome, mark
+from .policy import RequestDirectives, etag_matches, must_revalidate
+from .refresh import REFRESH_FLAG, refresh_later
+from .routestate import RouteState
+from .scope import manager_from_scope
+from .storing import Basis, Storable, storable
+
+if TYPE_CHECKING:
+    from .manager import CacheManager
+
+__all__ = ["ACTIVE", "ReadContext", "after_dependencies", "find_hit", "read_through"]
+
+logger = logging.getLogger("intelligent_cache")
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+# Where the fast path leaves its lookup for the full path, so a MISS reads the backend once.
+LOOKUP_KEY = "intelligent_cache.lookup"
+_SERVER_ERRORS = frozenset({500, 502, 503, 504})
+# Headers a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location"})
+# Vary values a key can hold: anything else would key by object identity (never shared, never hit).
+_READABLE = (str, int, float, uuid.UUID, enum.Enum)
+_UNDECODED = object()
+
+# The read in progress, for the gate FastAPI calls in place of the endpoint.
+ACTIVE: ContextVar["ReadContext | None"] = ContextVar("intelligent_cache_read", default=None)
+
+
+class _StoredResponse(Response):
+    """A response replayed from stored bytes, headers sent exactly as given."""
+
+    def __init__(self, status: int, raw_headers: RawHeaders, body: bytes) -> None:
+        self.status_code = status
+        self.raw_headers = raw_headers
+        self.body = body
+        self.background = None
+
+
+@dataclass(slots=True, eq=False)
+class ReadContext:
+    """What one read knows, step by step."""
+
+    request: Request
+    manager: "CacheManager"
+    config: CacheConfig
+    plan: VaryPlan
+    route: RouteState
+    directives: RequestDirectives
+    credentials: bool
+    revalidate: bool
+    origin: str
+    key: str = ""
+    looked_up: bool = False
+    tags: tuple[str, ...] = ()
+    counters: list[str] = field(default_factory=list)
+    generations: list[int] | None = None  # None: the backend is down
+    decision: Decision | None = None
+    skip: str | None = None  # compute without the cache, for this reason
+    secret: bytes | None = None
+    held: Claim | None = None
+    computed: CachedResponse | None = None
+    entered: bool = False
+    stored_at: float = 0.0
+    served: bool = False
+    outcome: Outcome = Outcome.SKIP
+    started: float = field(default_factory=time.perf_counter)
+
+    def header(self, name: str) -> str | None:
+        """Every line of a request header, joined as one field value; ``None`` if absent."""
+        values = self.request.headers.getlist(name)
+        return ", ".join(values) if values else None
+
+    def variant(self, names: tuple[str, ...]) -> str:
+        """This request's key under a response that varies on ``names``."""
+        return extend_key(
+            self.key, [(name, self.header(name)) for name in names], secret=self.secret, sensitive=self.plan.sensitive
+        )
+
+    def matches(self, entry: CachedResponse) -> bool:
+        return all(self.header(name) == value for name, value in entry.vary)
+
+    def answer(self, response: Response, outcome: Outcome, *params: str, reason: str | None = None) -> Response:
+        self.served = True
+        self.outcome = outcome
+        return mark(response, outcome, *params, stats=self.manager.stats, route=self.route.template, reason=reason)
+
+
+# -- the steps ---------------------------------------------------------------------
+
+
+async def read_through(route: RouteState, request: Request, handler: Handler) -> Response:
+    """Answer a GET of a cached route: from the cache, or computed (and stored when it may be)."""
+    settings = route.settings()
+    assert settings is not None
+    config, plan = settings
+    scope = request.scope
+    manager = manager_from_scope(scope)
+    if manager is None or not manager.enabled:
+        if manager is None:
+            route.warn_once(
+                "no-manager", "is cached but its app has no CacheManager: call CacheManager().init_app(app)"
+            )
+        stats = None if manager is None else manager.stats
+        return mark(
+            await handler(request), Outcome.SKIP, "fwd=bypass", stats=stats, route=route.template, reason="disabled"
+        )
+    directives = RequestDirectives.parse(scope["headers"])
+    revalidate = (directives.revalidate and manager.honor_request_no_cache) or bool(scope.get(REFRESH_FLAG))
+    ctx = ReadContext(
+        request=request,
+        manager=manager,
+        config=config,
+        plan=plan,
+        route=route,
+        directives=directives,
+        credentials=plan.credentialed(scope["headers"], request.cookies),
+        revalidate=revalidate,
+        origin=origin_of(scope),
+    )
+    if directives.no_store:
+        ctx.skip = "no-store"
+    elif not plan.late:
+        served = await look_up(ctx)
+        if served is not None:
+            manager.stats.observe(route.template, ctx.outcome.stat, time.perf_counter() - ctx.started)
+            return served
+    token = ACTIVE.set(ctx)
+    try:
+        response = await handler(request)
+        return await conclude(ctx, response)
+    finally:
+        ACTIVE.reset(token)
+        if ctx.held is not None:
+            await release(manager, ctx.held, ctx.computed)
+        manager.stats.observe(route.template, ctx.outcome.stat, time.perf_counter() - ctx.started)
+
+
+async def after_dependencies(ctx: ReadContext, endpoint: Callable[[], Awaitable[Any]]) -> Any:
+    """The gate: FastAPI solved the dependencies and would now call the endpoint."""
+    ctx.entered = True
+    if ctx.skip is None and not ctx.looked_up:
+        served = await look_up(ctx)
+        if served is not None:
+            return served
+    if ctx.skip is None:
+        ctx.held = await claim(
+            ctx.manager,
+            ctx.key,
+            ctx.generations,
+            credentials=ctx.credentials,
+            matches=ctx.matches,
+            variant=ctx.variant,
+        )
+        shared = ctx.held.entry
+        if shared is not None:
+            ctx.manager.stats.collapsed += 1
+            if ctx.generations is None:
+                return serve(ctx, shared, Outcome.SKIP, "fwd=bypass", "collapsed", reason="backend-error")
+            return serve(ctx, shared, Outcome.HIT, "hit", "collapsed", f"ttl={int(shared.ttl)}")
+    ctx.stored_at = ctx.manager.clock()
+    try:
+        return await endpoint()
+    except HTTPException as exc:
+        if exc.status_code not in _SERVER_ERRORS:
+            raise
+        fallback = on_error(ctx)
+        if fallback is None:
+            raise
+        return fallback
+    except Exception:
+        fallback = on_error(ctx)
+        if fallback is None:
+            raise
+        return fallback
+
+
+async def look_up(ctx: ReadContext) -> Response | None:
+    """Find the request's entry and decide; the response if the cache answers, else ``None`` (compute)."""
+    ctx.looked_up = True
+    if not await _build_key(ctx):
+        return None
+    manager, scope = ctx.manager, ctx.request.scope
+    looked_up = scope.pop(LOOKUP_KEY, None)
+    found: Any = _UNDECODED
+    if looked_up is not None and looked_up[0] == ctx.key and not ctx.revalidate:
+        _, raw, generations, found = looked_up
+    else:
+        raw, generations = await manager.lookup(ctx.key, ctx.counters)
+    ctx.generations = generations
+    if generations is None:  # backend down: compute, coalesced in process, store nothing
+        return None
+    forward = "uri-miss"
+    entry: CachedResponse | None = None
+    if raw is not None:
+        if found is _UNDECODED:
+            found = manager.decode(raw)
+        if isinstance(found, VaryIndex):
+            raw = await manager.read(ctx.variant(found.names))
+            found = None if raw is None else manager.decode(raw)
+            forward = "vary-miss"
+        if isinstance(found, CachedResponse):
+            if found.origin and found.origin != ctx.origin:
+                # Computed for another Host: never served here, never overwritten from
+                # here, so a forged Host header cannot poison what others receive.
+                ctx.skip = "origin"
+                return None
+            entry = found
+    decision = ctx.decision = decide(
+        entry,
+        generations,
+        manager.clock(),
+        ctx.directives,
+        ctx.config,
+        revalidate=ctx.revalidate,
+        soft_purge=manager.soft_purge,
+        credentials=ctx.credentials,
+        forward=forward,
+    )
+    if decision.action == "hit":
+        assert decision.entry is not None
+        return serve(ctx, decision.entry, Outcome.HIT, "hit", f"ttl={decision.remaining}")
+    if decision.action == "stale":
+        assert decision.entry is not None
+        refresh_later(ctx.request, manager, ctx.key)
+        return serve(ctx, decision.entry, Outcome.STALE, "hit", "fwd=stale")
+    if ctx.directives.only_if_cached:
+        gateway_timeout = _StoredResponse(504, [(b"content-length", b"0")], b"")
+        return ctx.answer(gateway_timeout, Outcome.SKIP, f"fwd={decision.forward}", reason="only-if-cached")
+    return None
+
+
+async def _build_key(ctx: ReadContext) -> bool:
+    """Key, tags and counters of the request; ``False`` (with ``ctx.skip`` set) if it has none."""
+    vary: list[tuple[str, str | None]] = []
+    for source in ctx.plan.sources:
+        if source.kind == "state":
+            value = ctx.request.scope.get("state", {}).get(source.name)
+            if value is None or not isinstance(value, _READABLE) or isinstance(value, bool):
+                ctx.skip = "vary-missing" if value is None else "vary-unreadable"
+                ctx.route.warn_once(
+                    ctx.skip,
+                    f"varies on request.state.{source.name}, which is "
+                    + ("not set" if value is None else f"a {type(value).__name__}, not a str or a number")
+                    + " when the endpoint runs: such requests are served uncached (set it in a dependency)",
+                )
+                return False
+            vary.append((source.label, str(value.value if isinstance(value, enum.Enum) else value)))
+        elif source.kind == "header":
+            vary.append((source.label, ctx.header(source.name)))
+        else:
+            vary.append((source.label, ctx.request.cookies.get(source.name)))
+    if ctx.manager.key_by_host:
+        vary.append(("origin", ctx.origin))
+    ctx.secret = await ctx.manager.secret()
+    if ctx.secret is None:
+        ctx.skip = "backend-error"
+        return False
+    scope = ctx.request.scope
+    ctx.key = ctx.route.key(scope["path"], scope["query_string"], tuple(vary), ctx.secret)
+    ctx.tags, ctx.counters = ctx.route.counters(scope["path"], scope.get("path_params", {}))
+    return True
+
+
+def serve(
+    ctx: ReadContext, entry: CachedResponse, outcome: Outcome, *params: str, reason: str | None = None
+) -> Response:
+    """Answer from an entry (HIT, STALE, collapsed): 304 when the client's validator matches."""
+    extra = [(b"age", b"%d" % entry.age(ctx.manager.clock()))]
+    if validator_matches(ctx.directives, entry.headers):
+        response: Response = _StoredResponse(304, _not_modified_headers(entry.headers) + extra, b"")
+    else:
+        response = _StoredResponse(entry.status, [*entry.headers, *extra], entry.body)
+    return ctx.answer(response, outcome, *params, reason=reason)
+
+
+async def conclude(ctx: ReadContext, response: Response) -> Response:
+    """The endpoint ran (or the cache answered inside the handler): store what may be stored, and say so."""
+    if ctx.served:
+        return response
+    manager = ctx.manager
+    if ctx.skip is not None or not ctx.entered:
+        return ctx.answer(response, Outcome.SKIP, "fwd=bypass", reason=ctx.skip or "streaming")
+    if response.status_code in _SERVER_ERRORS:
+        fallback = on_error(ctx)
+        if fallback is not None:
+            return fallback
+    forward = "bypass" if ctx.generations is None else (ctx.decision.forward if ctx.decision else "uri-miss")
+    scope = ctx.request.scope
+    result = storable(
+        response,
+        ctx.config,
+        Basis(
+            stored_at=ctx.stored_at,
+            generations=tuple(ctx.generations or ()),
+            path=scope["path"],
+            route=ctx.route.template,
+            tags=ctx.tags,
+            origin=ctx.origin,
+        ),
+        default_ttl=manager.default_ttl,
+        max_size=manager.max_response_size,
+        credentials=ctx.credentials,
+        cache_control=manager.cache_control,
+        per_caller=ctx.plan.per_caller,
+        header=ctx.header,
+    )
+    if isinstance(result, str):
+        return ctx.answer(response, Outcome.SKIP, f"fwd={forward}", reason=result)
+    ctx.computed = result.entry
+    held = ctx.held
+    if held is None or not held.store:
+        reason = "lock-timeout" if held is None else held.reason
+        return _answer_computed(ctx, response, Outcome.SKIP, f"fwd={forward}", reason=reason)
+    if not await _store(ctx, result):
+        ctx.computed = None
+        return _answer_computed(ctx, response, Outcome.SKIP, f"fwd={forward}", reason="backend-error")
+    if forward == "request":
+        # The client asked not to be answered from the cache: it was not, though
+        # its fresh response now refreshes the entry (RFC 9111 section 5.2.1.4).
+        manager.stats.skip(ctx.route.template, "revalidate")
+        return _answer_computed(ctx, response, Outcome.SKIP, "fwd=request", "stored", count=False)
+    return _answer_computed(ctx, response, Outcome.MISS, f"fwd={forward}", "stored")
+
+
+async def _store(ctx: ReadContext, result: Storable) -> bool:
+    manager, key = ctx.manager, ctx.key
+    if result.vary:
+        if not await manager.store_raw(key, encode_vary_index(VaryIndex(result.vary)), result.keep_for):
+            return False
+        key = ctx.variant(result.vary)
+    return await manager.store(key, result.entry, result.keep_for, ctx.counters)
+
+
+def _answer_computed(
+    ctx: ReadContext, response: Response, outcome: Outcome, *params: str, reason: str | None = None, count: bool = True
+) -> Response:
+    """Send a computed response, or a 304 for it when the client's validator matches."""
+    if validator_matches(ctx.directives, response.raw_headers):
+        not_modified = _StoredResponse(304, _not_modified_headers(response.raw_headers), b"")
+        not_modified.background = response.background
+        response = not_modified
+    if not count:
+        ctx.served, ctx.outcome = True, outcome
+        return mark(response, outcome, *params, stats=None, route=ctx.route.template, reason=reason)
+    return ctx.answer(response, outcome, *params, reason=reason)
+
+
+def on_error(ctx: ReadContext) -> Response | None:
+    """The endpoint failed: a stale-if-error answer, a 504 for must-revalidate, or ``None``."""
+    decision = ctx.decision
+    if decision is None or decision.entry is None:
+        return None
+    if decision.fallback and not ctx.directives.revalidate:
+        return serve(ctx, decision.entry, Outcome.STALE, "hit", "fwd=stale", "detail=error")
+    if must_revalidate(decision.entry.headers):
+        gateway_timeout = _StoredResponse(504, [(b"content-length", b"0")], b"")
+        return ctx.answer(gateway_timeout, Outcome.SKIP, "fwd=stale", reason="must-revalidate")
+    return None
+
+
+# -- the fast path -------------------------------------------------------------------
+
+
+async def find_hit(route: RouteState, scope: Scope) -> tuple[int, RawHeaders, bytes] | None:
+    """The response to a plain GET if it is a fresh HIT: status, headers, body.
+
+    For routes whose lookup needs no request object: no dependencies to run and
+    no vary sources. Any header the serve decision or the credential check
+    reads sends the request to the full path, which reuses this lookup (left
+    in the scope), so behaviour is the same either way; only the cost differs.
+    """
+    settings = route.settings()
+    if settings is None:
+        return None
+    config, plan = settings
+    if plan.late or plan.sources:
+        return None
+    manager = manager_from_scope(scope)
+    if manager is None or not manager.enabled:
+        return None
+    secret = manager.known_secret
+    if secret is None:
+        return None
+    bail = route.fast_path_headers
+    host = b""
+    for name, value in scope["headers"]:
+        if name in bail:
+            return None
+        if name == b"host":
+            host = value
+    origin = origin_of(scope, host)
+    path: str = scope["path"]
+    key = route.key(path, scope["query_string"], (("origin", origin),) if manager.key_by_host else (), secret)
+    counters = route.counters(path, scope.get("path_params", {}))[1]
+    raw, generations = await manager.lookup(key, counters)
+    if raw is None or generations is None:
+        scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
+        return None
+    entry = manager.decode(raw)
+    if isinstance(entry, CachedResponse) and (entry.origin == origin or not entry.origin):
+        now = manager.clock()
+        decision = decide(
+            entry,
+            generations,
+            now,
+            _PLAIN,
+            config,
+            revalidate=False,
+            soft_purge=manager.soft_purge,
+            credentials=False,
+        )
+        if decision.action == "hit":
+            manager.stats.record(route.template, "hit")
+            headers = [
+                *entry.headers,
+                (b"age", b"%d" % entry.age(now)),
+                (b"x-cache", b"HIT"),
+                (b"cache-status", b"intelligent-cache; hit; ttl=%d" % decision.remaining),
+            ]
+            return entry.status, headers, entry.body
+    scope[LOOKUP_KEY] = (key, raw, generations, entry)
+    return None
+
+
+# What a request without any directive header asks: nothing.
+_PLAIN = RequestDirectives()
+
+
+# -- small helpers -------------------------------------------------------------------
+
+
+def validator_matches(directives: RequestDirectives, headers: Any) -> bool:
+    if directives.if_none_match is None:
+        return False
+    for name, value in headers:
+        if name == b"etag":
+            return bool(etag_matches(directives.if_none_match, value))
+    return False
+
+
+def _not_modified_headers(headers: Any) -> RawHeaders:
+    """The fields a 304 repeats from the 200 it stands for."""
+    return [(name, value) for name, value in headers if name in _NOT_MODIFIED_HEADERS]
+
+
+def origin_of(scope: Scope, host: bytes | None = None) -> str:
+    """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
+    if host is None:
+        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}".encode() if server else b""
+    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"

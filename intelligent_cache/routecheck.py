@@ -1,0 +1,67 @@
+"""The start-up check: every route of an app with a cache takes part, or the app does not start.
+
+A route the cache cannot see is never silently uncached: ``@cache_config`` on
+a plain ``APIRoute`` (a plain ``APIRouter()``, or a route declared on the app
+before ``init_app``) is a :class:`~intelligent_cache.ConfigurationError` naming
+the route and the fix, and so is a setting that cannot work for its route.
+Writes need no check: the app-wide middleware invalidates after any route.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from .config import get_config
+from .exceptions import ConfigurationError
+from .inputs import RouteInputs
+from .route import CachedRoute, warn_if_misplaced
+
+__all__ = ["check_app_routes"]
+
+try:  # FastAPI >= 0.137.2: included routes with their effective path and dependencies
+    from fastapi.routing import iter_route_contexts as _iter_route_contexts
+except ImportError:  # FastAPI <= 0.136: app.routes holds flat copies
+    _iter_route_contexts = None  # type: ignore[assignment]
+
+
+def _routes(app: Any) -> Iterator[tuple[Any, str, Any]]:
+    """``(route, effective path, effective dependant)`` of every route of ``app``."""
+    if _iter_route_contexts is None:
+        for route in app.routes:
+            yield route, getattr(route, "path_format", getattr(route, "path", "")), getattr(route, "dependant", None)
+        return
+    for context in _iter_route_contexts(app.routes):
+        route = context.original_route
+        effective = getattr(context, "_route_context", None) or route
+        yield route, str(getattr(effective, "path_format", "") or ""), getattr(effective, "dependant", None)
+
+
+def check_app_routes(app: Any) -> None:
+    """Raise if a route of ``app`` asks for caching it cannot get.
+
+    Raises:
+        ConfigurationError: naming every such route and the fix.
+    """
+    problems: list[str] = []
+    for route, path, dependant in _routes(app):
+        if not isinstance(route, APIRoute):
+            continue
+        config = get_config(route.endpoint)
+        if config is None or not config.enabled:
+            continue
+        if "GET" not in (route.methods or ()):
+            warn_if_misplaced(route)
+        elif not isinstance(route, CachedRoute):
+            problems.append(
+                f"GET {path} has @cache_config but is a plain APIRoute, which the cache cannot see: "
+                "declare its router as APIRouter(route_class=CachedRoute), or declare routes on the app "
+                "after CacheManager(...).init_app(app)"
+            )
+        elif dependant is not None:
+            try:
+                RouteInputs.of(dependant).plan(config, where=f"GET {path}")
+            except ConfigurationError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigurationError("; ".join(problems))

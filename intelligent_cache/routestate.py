@@ -1,0 +1,139 @@
+"""What a cached route keeps between requests: its settings and small bounded memos.
+
+One :class:`RouteState` per route (per inclusion on FastAPI >= 0.137), kept on
+the object FastAPI builds the handler from, so that rebuilding the handler
+(FastAPI 0.137-0.142 does so on every request) loses nothing. Every memo is
+bounded in bytes: hostile inputs (a long query string per request) cost a
+bounded amount of memory, whatever the traffic.
+"""
+
+import logging
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from .config import CacheConfig, get_config, template_fields
+from .inputs import RouteInputs, VaryPlan
+from .invalidation import generation_keys
+from .keys import build_key
+from .policy import RequestDirectives
+
+__all__ = ["BoundedMemo", "RouteState"]
+
+logger = logging.getLogger("intelligent_cache")
+
+# Memo bounds per route: inputs longer than this are not memoized at all, and
+# each memo holds at most this many bytes of inputs and results.
+_MEMO_INPUT_LIMIT = 1024
+_MEMO_BYTES = 256 * 1024
+_MEMO_OVERHEAD = 200
+
+
+class BoundedMemo:
+    """A dict memo bounded in (estimated) bytes; the oldest items go first."""
+
+    __slots__ = ("_bytes", "_items", "max_bytes")
+
+    def __init__(self, max_bytes: int = _MEMO_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: dict[Hashable, tuple[Any, int]] = {}
+        self._bytes = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: Hashable) -> Any:
+        item = self._items.get(key)
+        return None if item is None else item[0]
+
+    def put(self, key: Hashable, value: Any, cost: int) -> None:
+        cost += _MEMO_OVERHEAD
+        if cost > self.max_bytes or key in self._items:
+            return
+        items = self._items
+        while items and self._bytes + cost > self.max_bytes:
+            _, (_, freed) = _pop_oldest(items)
+            self._bytes -= freed
+        items[key] = (value, cost)
+        self._bytes += cost
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+
+def _pop_oldest(items: dict[Hashable, tuple[Any, int]]) -> tuple[Hashable, tuple[Any, int]]:
+    oldest = next(iter(items))
+    return oldest, items.pop(oldest)
+
+
+class RouteState:
+    """Settings and memos of one cached route (one inclusion of it)."""
+
+    def __init__(self, *, endpoint: Callable[..., Any], template: str, inputs: RouteInputs) -> None:
+        self.endpoint = endpoint
+        self.template = template
+        self.inputs = inputs
+        self._config: CacheConfig | None = None
+        self._plan: VaryPlan | None = None
+        self.fast_path_headers: frozenset[bytes] = frozenset()
+        self._keys = BoundedMemo()
+        self._counters = BoundedMemo()
+        self._warned: set[str] = set()
+
+    def settings(self) -> tuple[CacheConfig, VaryPlan] | None:
+        """The route's cache settings and key plan, or ``None`` when it is not cached.
+
+        Read at request time: ``@cache_config`` may sit above the route
+        decorator, and run after the route was built.
+        """
+        config = get_config(self.endpoint)
+        if config is None or not config.enabled:
+            return None
+        if config is not self._config or self._plan is None:
+            plan = self.inputs.plan(config, where=f"GET {self.template}")
+            self._keys.clear()
+            self._counters.clear()
+            self.fast_path_headers = plan.fast_path_headers() | RequestDirectives.FIELDS
+            self._config, self._plan = config, plan
+        return config, self._plan
+
+    def key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...], secret: bytes) -> str:
+        """The cache key of a GET of this route (memoized for short inputs)."""
+        memo_key = (path, query, vary, secret)
+        cost = len(path) + len(query) + sum(len(label) + len(value or "") for label, value in vary)
+        key: str | None = self._keys.get(memo_key) if cost <= _MEMO_INPUT_LIMIT else None
+        if key is None:
+            assert self._config is not None and self._plan is not None
+            key = build_key(
+                "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
+            )
+            if cost <= _MEMO_INPUT_LIMIT:
+                self._keys.put(memo_key, key, cost + len(key))
+        return key
+
+    def counters(self, path: str, params: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
+        """The entry's tags and the generation counters it depends on."""
+        # Tags only use path parameters, which the path determines: memoize by path.
+        found: tuple[tuple[str, ...], list[str]] | None = self._counters.get(path)
+        if found is None:
+            assert self._config is not None
+            tags = tuple(fill(tag, params) for tag in self._config.tags)
+            found = (tags, generation_keys(path, tags))
+            if len(path) <= _MEMO_INPUT_LIMIT:
+                self._counters.put(path, found, len(path) + sum(len(name) for name in found[1]))
+        return found
+
+    def warn_once(self, code: str, message: str) -> None:
+        """Log a warning about this route, once per kind."""
+        if code not in self._warned:
+            self._warned.add(code)
+            logger.warning("route GET %s %s", self.template, message)
+
+
+def fill(template: str, params: dict[str, Any]) -> str:
+    """A tag or path template with its ``{name}`` placeholders replaced by path parameters."""
+    return template.format_map({name: params.get(name, "") for name in template_fields(template)})

@@ -1,0 +1,35 @@
+"""Finding the cache of the app serving a request, without importing the manager.
+
+The request path (route, reading, writes) only needs to find the manager an
+app was given by ``init_app``; :class:`AttachedCache` lets it check what it
+found without importing :mod:`intelligent_cache.manager`, which imports the
+request path (imports run one way: manager -> route -> reading -> scope).
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .manager import CacheManager
+
+__all__ = ["STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope"]
+
+#: The ``app.state`` attribute holding an app's :class:`~intelligent_cache.CacheManager`.
+STATE_ATTRIBUTE = "intelligent_cache"
+_SCOPE_KEY = "intelligent_cache.manager"
+
+
+class AttachedCache:
+    """Base of :class:`~intelligent_cache.CacheManager`: what ``app.state`` may hold."""
+
+
+def manager_from_scope(scope: Any) -> "CacheManager | None":
+    """The manager attached to the app serving an ASGI scope, if any (found once per request and app)."""
+    app = scope.get("app")
+    found = scope.get(_SCOPE_KEY)
+    if found is not None and found[0] is app:
+        return found[1]  # type: ignore[no-any-return]
+    manager = getattr(getattr(app, "state", None), STATE_ATTRIBUTE, None)
+    if not isinstance(manager, AttachedCache):
+        return None
+    scope[_SCOPE_KEY] = (app, manager)
+    return manager  # type: ignore[return-value]
