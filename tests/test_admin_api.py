@@ -283,6 +283,8 @@ async def test_get_key_describes_a_cached_response(client, clock):
     assert body["ttl"] == 60
     assert body["age"] == pytest.approx(5)
     assert body["expires_in"] == pytest.approx(55)
+    assert body["state"] == "fresh"
+    assert body["valid"] in (True, None)  # None: a backend that cannot tell (see test_admin_validity.py)
     assert body["tags"] == ["catalog"]
     assert ["content-type", "application/json"] in body["headers"]
     assert "body" not in body
@@ -893,6 +895,7 @@ def test_dashboard_page_is_self_contained():
         "next-page",
         "prev-page",
         "key-rows",
+        "hide-invalidated",
         "key-detail",
         "clear-pattern-input",
         "invalidate-path-input",

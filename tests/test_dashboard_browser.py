@@ -153,6 +153,21 @@ def listed_keys(browser) -> list[str]:
     )
 
 
+def listed_states(browser) -> dict[str, str]:
+    """The state each listed key shows (``fresh``, ``invalidated``...; the kind for non-responses)."""
+    return browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('[data-testid=key-row]')]"
+        ".map((row) => [row.dataset.key, row.dataset.state]))"
+    )
+
+
+def detail_fields(browser) -> dict[str, str]:
+    return browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#key-detail dd')]"
+        ".map((node) => [node.dataset.field, node.textContent]))"
+    )
+
+
 def messages(browser, kind: str) -> list[str]:
     return browser.execute_script(
         "return [...document.querySelectorAll('[data-testid=' + arguments[0] + '-message] span')]"
@@ -285,15 +300,15 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     key_row(driver, "GET:spaces:1").find_element("css selector", '[data-testid="key-link"]').click()
     detail = by_testid(driver, "key-detail")
     wait_for(driver, lambda: 'data-field="route"' in detail.get_attribute("innerHTML"), "entry detail")
-    fields = driver.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('#key-detail dd')]"
-        ".map((node) => [node.dataset.field, node.textContent]))"
-    )
+    fields = detail_fields(driver)
     assert fields["key"] == "GET:spaces:1"
     assert fields["kind"] == "response"
     assert fields["route"] == "/spaces/{space_id}"
     assert fields["path"] == "/spaces/1"
     assert fields["status"] == "200"
+    assert fields["state"].startswith("Fresh for ")
+    assert fields["valid"] == "yes"
+    assert set(listed_states(driver).values()) == {"fresh"}
 
     # Delete one key: dismissing the confirm keeps it, accepting deletes it.
     victim = "GET:spaces:1:items:7"
@@ -320,6 +335,31 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     submit(driver, "invalidate-path-input", "/spaces/2", "invalidate-button")
     accept_confirm(driver, "/spaces/2")
     wait_for(driver, lambda: "Invalidated path /spaces/2" in messages(driver, "success"), "invalidated")
+    # The key list says which entries that write killed (/spaces/2, below it, and the /spaces listing).
+    states = {
+        "GET:spaces": "invalidated",
+        "GET:spaces:1": "fresh",
+        "GET:spaces:2": "invalidated",
+        "GET:spaces:2:items:1": "invalidated",
+    }
+    wait_for(driver, lambda: listed_states(driver) == states, "invalidated entries marked")
+    labels = driver.execute_script(
+        "return [...document.querySelectorAll('[data-testid=key-row]')]"
+        ".map((row) => row.querySelector('[data-testid=key-state]').textContent)"
+    )
+    assert sorted(label.split(" for ")[0] for label in labels) == ["Fresh", "Invalidated", "Invalidated", "Invalidated"]
+    key_row(driver, "GET:spaces:2").find_element("css selector", '[data-testid="key-link"]').click()
+    wait_for(driver, lambda: detail_fields(driver).get("key") == "GET:spaces:2", "invalidated entry detail")
+    fields = detail_fields(driver)
+    assert fields["state"].startswith("Invalidated")
+    assert "Fresh" not in fields["state"]
+    assert fields["valid"].startswith("no")
+    # The toggle hides them, and the page says how many it hid.
+    by_testid(driver, "hide-invalidated").click()
+    wait_for(driver, lambda: listed_keys(driver) == ["GET:spaces:1"], "invalidated entries hidden")
+    assert "3 invalidated hidden" in (text_by_testid(driver, "page-info") or "")
+    by_testid(driver, "hide-invalidated").click()
+    wait_for(driver, lambda: listed_states(driver) == states, "invalidated entries shown again")
     assert http.get("/spaces/2").headers["x-cache"] == "MISS"
     assert http.get("/spaces").headers["x-cache"] == "MISS"
     assert http.get("/spaces/1").headers["x-cache"] == "HIT"

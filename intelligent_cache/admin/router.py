@@ -7,20 +7,24 @@ manager explicitly allows unauthenticated access.
 
 # No "from __future__ import annotations" here: FastAPI introspects these signatures.
 
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from ..entry import CachedResponse
-from ..exceptions import BackendError, ConfigurationError
-from ..invalidation import INTERNAL_PREFIX
+from ..backends.base import CacheBackend
+from ..config import invalidates
+from ..entry import CachedResponse, VaryIndex, decode
+from ..exceptions import BackendError, ConfigurationError, CorruptEntryError
+from ..invalidation import INTERNAL_PREFIX, generation_keys
 from ..manager import CacheManager
 from ..service import MAX_PATTERN_LENGTH
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -35,6 +39,14 @@ KeyPath = Annotated[str, Path(min_length=1, max_length=4096)]
 
 T = TypeVar("T")
 
+# Admin calls change the cache, not the app's resources: they say exactly what
+# they invalidate, and their own paths invalidate nothing.
+_NOT_A_WRITE = invalidates(hierarchy=False)
+
+# Entries read at once when a listing describes its keys: bounds the memory a
+# page of large bodies can take (each is decoded, summarized, then dropped).
+_READ_CONCURRENCY = 16
+
 
 class InvalidateRequest(BaseModel):
     """What ``POST /invalidate`` takes: a path, tags, or both."""
@@ -45,6 +57,96 @@ class InvalidateRequest(BaseModel):
 
 def _backend_failure(exc: Exception) -> HTTPException:
     return HTTPException(status_code=503, detail=f"cache backend unavailable: {exc}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Summary:
+    """What validity and freshness need of a stored response (no body, no headers)."""
+
+    stored_at: float
+    ttl: float
+    generations: tuple[int, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, entry: CachedResponse) -> "_Summary":
+        names = tuple(generation_keys(entry.path, entry.tags))
+        return cls(entry.stored_at, entry.ttl, entry.generations, names)
+
+    def describe(self, valid: bool | None, now: float, soft_purge: bool) -> dict[str, Any]:
+        """``valid``, ``state`` and ``expires_in`` (seconds of freshness left: 0 unless fresh)."""
+        if valid is False:
+            # A write changed a counter this entry recorded: never a HIT again. Soft purge
+            # keeps it as a stale fallback (the route's stale windows); otherwise it is dead.
+            state = "stale" if soft_purge else "invalidated"
+        else:
+            state = "fresh" if now - self.stored_at < self.ttl else "expired"
+        expires_in = round(max(0.0, self.stored_at + self.ttl - now), 3) if state == "fresh" else 0.0
+        return {"valid": valid, "state": state, "expires_in": expires_in}
+
+
+def _knows_generations(backend: CacheBackend) -> bool:
+    # The base class's generations() knows nothing (all None): validity is then unknown,
+    # whereas None from a real implementation means the counter is gone, so the entry is too.
+    return type(backend).generations is not CacheBackend.generations
+
+
+async def _validity(backend: CacheBackend, summaries: Sequence[_Summary]) -> list[bool | None]:
+    """Whether each entry's recorded counters are still current, in one ``generations`` call."""
+    if not summaries or not _knows_generations(backend):
+        return [None] * len(summaries)
+    names = list(dict.fromkeys(name for summary in summaries for name in summary.names))
+    values = await backend.generations(names)
+    current = dict(zip(names, values, strict=True))
+    return [
+        len(summary.names) == len(summary.generations)
+        and all(current[name] == recorded for name, recorded in zip(summary.names, summary.generations, strict=True))
+        for summary in summaries
+    ]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, CachedResponse):
+        return "response"
+    if isinstance(value, VaryIndex):
+        return "vary"
+    return "corrupt" if value is None else "value"
+
+
+async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, str | _Summary]:
+    """Read and decode each key: its summary if it holds a response, else its kind; absent keys left out.
+
+    Decoded with ``entry.decode``, not ``manager.decode``: browsing must neither count
+    corrupt entries as failed lookups nor push hot entries out of the decode memo.
+    """
+    found: dict[str, str | _Summary] = {}
+    errors: list[Exception] = []
+    limiter = anyio.CapacityLimiter(_READ_CONCURRENCY)
+
+    async def read(key: str) -> None:
+        async with limiter:
+            try:
+                raw = await backend.get(key)
+            except Exception as exc:
+                errors.append(exc)
+                return
+        if raw is None:  # expired or deleted since the scan
+            return
+        try:
+            value = decode(raw)
+            if isinstance(value, CachedResponse):
+                found[key] = _Summary.of(value)
+            else:  # decode() raises on corrupt bytes: anything else, None included, is a value
+                found[key] = "vary" if isinstance(value, VaryIndex) else "value"
+        except (CorruptEntryError, ValueError, TypeError):  # undecodable, or a path no route could have
+            found[key] = "corrupt"
+
+    async with anyio.create_task_group() as group:
+        for key in keys:
+            group.start_soon(read, key)
+    if errors:
+        raise errors[0]
+    return found
 
 
 def admin_router(manager: CacheManager) -> APIRouter:
@@ -72,18 +174,66 @@ def admin_router(manager: CacheManager) -> APIRouter:
         pattern: Pattern = "*",
         cursor: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        with_state: bool = False,
+        include_invalidated: bool = True,
     ) -> dict[str, Any]:
-        """One page of cached keys with their remaining TTL (cursor 0 = done)."""
+        """One page of cached keys with their remaining TTL (cursor 0 = done).
+
+        Each item is ``{"key", "ttl"}``: ``ttl`` is how long the backend keeps the key.
+
+        ``with_state=true`` also reads and decodes every key of the page (at most
+        ``limit`` reads, 16 at a time, plus one batched read of invalidation
+        counters) and adds to each item:
+
+        - ``kind``: ``response``, ``vary`` (pointer to per-header variants),
+          ``value`` (set through ``CacheService``) or ``corrupt``;
+        - ``valid``: for responses, whether no write invalidated the entry since it
+          was computed (``true``/``false``), ``null`` if the backend cannot tell;
+        - ``state``: for responses, ``fresh`` (served as a HIT), ``expired`` (past
+          its TTL, kept only for the route's stale windows), ``invalidated``
+          (never served again) or ``stale`` (invalidated, but ``soft_purge``
+          keeps it as a stale fallback); ``null`` for other kinds;
+        - ``expires_in``: seconds of freshness left, 0 unless ``fresh``.
+
+        Keys that vanished between listing and reading are left out.
+
+        ``include_invalidated=false`` (implies ``with_state``) leaves out entries
+        whose state is ``invalidated`` and adds ``hidden``, how many were left out
+        of this page. A page may then hold fewer keys than ``limit``, even none,
+        before the cursor is done.
+        """
         try:
             next_cursor, page = await manager.backend.scan(pattern, cursor, limit)
         except Exception as exc:
             raise _backend_failure(exc) from exc
-        keys = [
+        keys: list[dict[str, Any]] = [
             {"key": key, "ttl": None if ttl is None else round(ttl, 3)}
             for key, ttl in page
             if not key.startswith(INTERNAL_PREFIX)
         ]
-        return {"keys": keys, "cursor": next_cursor}
+        if not with_state and include_invalidated:
+            return {"keys": keys, "cursor": next_cursor}
+        try:
+            found = await _summarize(manager.backend, [item["key"] for item in keys])
+            responses = {key: value for key, value in found.items() if isinstance(value, _Summary)}
+            validity = dict(zip(responses, await _validity(manager.backend, list(responses.values())), strict=True))
+        except Exception as exc:
+            raise _backend_failure(exc) from exc
+        now = manager.clock()
+        described: list[dict[str, Any]] = []
+        for item in keys:
+            value = found.get(item["key"])
+            if value is None:
+                continue
+            if isinstance(value, _Summary):
+                item.update(kind="response", **value.describe(validity[item["key"]], now, manager.soft_purge))
+            else:
+                item.update(kind=value, valid=None, state=None, expires_in=None)
+            described.append(item)
+        if include_invalidated:
+            return {"keys": described, "cursor": next_cursor}
+        shown = [item for item in described if item["state"] != "invalidated"]
+        return {"keys": shown, "cursor": next_cursor, "hidden": len(described) - len(shown)}
 
     async def existing(key: str, operation: Callable[[str], Awaitable[T | None]]) -> T:
         """``operation(key)`` on a cache key: 404 for internal or absent keys, 503 if the backend fails."""
@@ -99,12 +249,23 @@ def admin_router(manager: CacheManager) -> APIRouter:
 
     @router.get("/keys/{key:path}")
     async def get_key(key: KeyPath) -> dict[str, Any]:
-        """Metadata of one entry (no body)."""
+        """Metadata of one entry (no body).
+
+        For a response: route, path, status, size, stored_at, age, ttl, tags,
+        headers, and ``valid``, ``state`` and ``expires_in`` as ``GET /keys?with_state=true``
+        gives them (an invalidated entry is never ``fresh``, its ``expires_in`` is 0).
+        """
         raw = await existing(key, manager.backend.get)
         entry = manager.decode(raw)
+        if isinstance(entry, VaryIndex):
+            return {"key": key, "kind": "vary", "size": len(raw), "vary": list(entry.names)}
         if not isinstance(entry, CachedResponse):
-            kind = "corrupt" if entry is None else "value"
-            return {"key": key, "kind": kind, "size": len(raw)}
+            return {"key": key, "kind": _kind(entry), "size": len(raw)}
+        summary = _Summary.of(entry)
+        try:
+            (valid,) = await _validity(manager.backend, [summary])
+        except Exception as exc:
+            raise _backend_failure(exc) from exc
         now = manager.clock()
         return {
             "key": key,
@@ -116,18 +277,20 @@ def admin_router(manager: CacheManager) -> APIRouter:
             "stored_at": entry.stored_at,
             "age": round(entry.age(now), 3),
             "ttl": entry.ttl,
-            "expires_in": round(max(0.0, entry.stored_at + entry.ttl - now), 3),
+            **summary.describe(valid, now, manager.soft_purge),
             "tags": list(entry.tags),
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in entry.headers],
         }
 
     @router.delete("/keys/{key:path}")
+    @_NOT_A_WRITE
     async def delete_key(key: KeyPath) -> dict[str, Any]:
         """Delete one entry; 404 if absent."""
         await existing(key, manager.backend.delete)
         return {"deleted": key}
 
     @router.post("/clear")
+    @_NOT_A_WRITE
     async def clear(
         pattern: Annotated[str | None, Query(min_length=1, max_length=MAX_PATTERN_LENGTH)] = None,
     ) -> dict[str, Any]:
@@ -139,6 +302,7 @@ def admin_router(manager: CacheManager) -> APIRouter:
         return {"deleted": deleted, "pattern": pattern}
 
     @router.post("/invalidate")
+    @_NOT_A_WRITE
     async def invalidate(request: Annotated[InvalidateRequest, Body()]) -> dict[str, Any]:
         """Invalidate as a write to ``path`` would, and/or every entry with one of ``tags``."""
         if request.path is None and not request.tags:
