@@ -6,15 +6,20 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 OLDEST_FASTAPI ?= 0.136.3
+# The 0.137-0.142 family builds route handlers on every request (FASTAPI_NOTES.md): tested on its own.
+FASTAPI_0141 ?= 0.141.1
+FASTAPI_0141_VENV ?= .venv-fastapi-0141
+# Extra pytest arguments for the test targets, e.g. PYTEST_ARGS=tests/test_fastapi_concurrency.py
+PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PEERS_VENV ?= .venv-bench-peers
 OLDEST_REDIS ?= 5.3.1
 
-.PHONY: help install demo test test-oldest check lint typecheck format bench faults soak clean
+.PHONY: help install demo test test-oldest test-0141 check lint typecheck format bench faults soak clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +38,7 @@ demo: $(BIN)/.installed ## Serve example_app on http://127.0.0.1:8000 with the m
 	$(BIN)/python -m uvicorn example_app.main:app --host $(HOST) --port $(PORT)
 
 test: $(BIN)/.installed ## Run the test suite (starts its own redis-server processes)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(OLDEST_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(OLDEST_VENV)
@@ -42,7 +47,16 @@ $(OLDEST_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
 	touch $@
 
 test-oldest: $(OLDEST_VENV)/bin/.installed ## Run the suite on the oldest supported FastAPI and redis-py
-	$(OLDEST_VENV)/bin/python -m pytest
+	$(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+$(FASTAPI_0141_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(FASTAPI_0141_VENV)
+	$(FASTAPI_0141_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FASTAPI_0141_VENV)/bin/python -m pip install --quiet -e '.[redis,test]' 'fastapi==$(FASTAPI_0141)'
+	touch $@
+
+test-0141: $(FASTAPI_0141_VENV)/bin/.installed ## Run the suite on FastAPI 0.141.1 (the 0.137-0.142 family: handlers built per request)
+	$(FASTAPI_0141_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 check: lint typecheck ## Lint and type-check
 
@@ -77,5 +91,5 @@ soak: $(BIN)/.bench-installed ## 10-minute soak: RSS and memory-backend budget s
 	$(BIN)/python -m bench.soak
 
 clean: ## Remove virtualenvs, caches and build output
-	rm -rf $(VENV) $(OLDEST_VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) $(FASTAPI_0141_VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
