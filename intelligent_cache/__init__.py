@@ -22,6 +22,7 @@ from .exceptions import (
     ConfigurationError,
     CorruptEntryError,
     IntelligentCacheError,
+    NoCacheManager,
 )
 from .keys import build_key
 from .manager import CacheManager, get_cache_service
@@ -45,6 +46,7 @@ __all__ = [
     "CorruptEntryError",
     "IntelligentCacheError",
     "MemoryBackend",
+    "NoCacheManager",
     "__version__",
     "build_key",
     "cache_config",

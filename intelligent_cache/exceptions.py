@@ -7,6 +7,7 @@
      +-- BackendError            a backend call failed; the cache fails open on it
      |    +-- BackendUnavailable the circuit breaker is open, the backend was not called
      +-- CorruptEntryError       a stored value is not a readable entry; read as a miss
+     +-- NoCacheManager          the app has no CacheManager (also a LookupError)
 """
 
 
@@ -28,3 +29,7 @@ class BackendUnavailable(BackendError):
 
 class CorruptEntryError(IntelligentCacheError):
     """A stored value could not be decoded as an intelligent-cache entry."""
+
+
+class NoCacheManager(IntelligentCacheError, LookupError):
+    """The app asked about has no :class:`~intelligent_cache.CacheManager`: call ``init_app`` first."""

@@ -18,18 +18,16 @@ T = TypeVar("T")
 class Flight(Generic[T]):
     """One computation in progress; waiters share its outcome."""
 
-    __slots__ = ("_done", "_future", "_outcome", "waiters")
+    __slots__ = ("_done", "_future", "_outcome")
 
     def __init__(self) -> None:
         # The future is made by the first waiter: most flights have none.
         self._future: asyncio.Future[T | None] | None = None
         self._outcome: T | None = None
         self._done = False
-        self.waiters = 0
 
     async def wait(self, patience: float) -> T | None:
         """The leader's outcome, or ``None`` if it had none to share or took over ``patience`` seconds."""
-        self.waiters += 1
         if self._done:
             return self._outcome
         if self._future is None:

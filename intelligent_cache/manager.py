@@ -14,7 +14,7 @@ from fastapi.params import Depends
 from .backends.base import CacheBackend
 from .backends.memory import MemoryBackend
 from .entry import CachedResponse, VaryIndex, decode, encode
-from .exceptions import ConfigurationError, CorruptEntryError
+from .exceptions import ConfigurationError, CorruptEntryError, NoCacheManager
 from .flights import FlightGroup
 from .route import CachedRoute
 from .routecheck import check_app_routes
@@ -490,5 +490,5 @@ def get_cache_service(request: Request) -> CacheService:
     """
     manager = manager_from_request(request)
     if manager is None:
-        raise RuntimeError("no CacheManager on this app: call CacheManager(...).init_app(app)")
+        raise NoCacheManager("no CacheManager on this app: call CacheManager(...).init_app(app)")
     return manager.service()

@@ -17,7 +17,6 @@ set by a dependency (``request.state.user_id``) is always read after it is set.
 """
 
 import enum
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
     from .manager import CacheManager
 
 __all__ = ["ACTIVE", "ReadContext", "after_dependencies", "find_hit", "read_through"]
-
-logger = logging.getLogger("intelligent_cache")
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 RawHeaders = list[tuple[bytes, bytes]]

@@ -106,11 +106,6 @@ class CacheStats:
         self.record(route, "skip")
         self._add(f"skip_reason|{reason}")
 
-    @property
-    def hit_rate(self) -> float:
-        """Hits over hits plus misses (0.0 before any lookup)."""
-        return _hit_rate(self.counters)
-
     def delta(self) -> dict[str, int]:
         """What changed since the last :meth:`mark_flushed`."""
         flushed = self._flushed
@@ -126,11 +121,6 @@ class CacheStats:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-ready summary of this process's counters."""
         return summarize(self.counters)
-
-    def reset(self) -> None:
-        """Zero every counter of this process."""
-        self.counters.clear()
-        self._flushed.clear()
 
 
 def _hit_rate(counters: Mapping[str, int]) -> float:

@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 from fastapi import FastAPI
 
 from .backends.memory import MemoryBackend
+from .exceptions import NoCacheManager
 from .manager import STATE_ATTRIBUTE, CacheManager
 
 __all__ = [
@@ -108,7 +109,7 @@ def _manager(app: FastAPI | CacheManager) -> CacheManager:
         return app
     manager = getattr(app.state, STATE_ATTRIBUTE, None)
     if not isinstance(manager, CacheManager):
-        raise LookupError("no CacheManager on this app: call CacheManager(...).init_app(app) first")
+        raise NoCacheManager("no CacheManager on this app: call CacheManager(...).init_app(app) first")
     return manager
 
 
@@ -120,7 +121,7 @@ def cache_disabled(app: FastAPI | CacheManager) -> Iterator[CacheManager]:
     successful writes still invalidate. Yields the manager.
 
     Raises:
-        LookupError: the app has no cache manager.
+        NoCacheManager: the app has no cache manager (a ``LookupError``).
     """
     manager = _manager(app)
     previous = manager.enabled
@@ -145,7 +146,7 @@ async def clear_cache(app: FastAPI | CacheManager) -> int:
     """Delete every entry (and counter) of the app's cache; the number of entries deleted.
 
     Raises:
-        LookupError: the app has no cache manager.
+        NoCacheManager: the app has no cache manager (a ``LookupError``).
         BackendError: the backend failed.
     """
     return await _manager(app).service().clear_all()

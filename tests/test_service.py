@@ -16,6 +16,7 @@ from intelligent_cache import (
     CacheService,
     ConfigurationError,
     MemoryBackend,
+    NoCacheManager,
     cache_config,
     get_cache_service,
 )
@@ -382,5 +383,5 @@ def test_dependency_without_a_manager_raises():
     async def needs_cache(cache: Annotated[CacheService, Depends(get_cache_service)]):
         return {}
 
-    with pytest.raises(RuntimeError, match="init_app"):
+    with pytest.raises(NoCacheManager, match="init_app"):
         TestClient(app).get("/needs-cache")
