@@ -14,7 +14,7 @@ import pytest
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
-from intelligent_cache import CachedResponse, CachedRoute, cache_config
+from intelligent_cache import CachedResponse, CachedRoute, ConfigurationError, cache_config
 
 
 def spaces_router(calls: Counter[str]) -> APIRouter:
@@ -233,8 +233,9 @@ def test_head_through_an_included_router(manager):
     assert calls["endpoint"] == 1
 
 
-def test_plain_router_included_into_a_cached_app_is_not_cached(manager):
-    # include_router never applies the parent's route class: a plain APIRouter keeps APIRoute.
+def test_plain_router_included_into_a_cached_app_refuses_to_serve(manager):
+    # include_router never applies the parent's route class: a plain APIRouter keeps
+    # APIRoute, which the cache cannot see. Never silently uncached.
     calls: Counter[str] = Counter()
     router = APIRouter()
 
@@ -247,10 +248,11 @@ def test_plain_router_included_into_a_cached_app_is_not_cached(manager):
     app = FastAPI()
     manager.init_app(app)
     app.include_router(router, prefix="/v1")
-    client = TestClient(app)
-    for _ in range(2):
-        assert "x-cache" not in client.get("/v1/plain").headers
-    assert calls["endpoint"] == 2
+    with pytest.raises(ConfigurationError, match=r"GET /v1/plain .*route_class=CachedRoute"):
+        TestClient(app).get("/v1/plain")
+    with pytest.raises(ConfigurationError, match="/v1/plain"), TestClient(app):
+        pass
+    assert calls["endpoint"] == 0
 
 
 async def test_included_routes_through_httpx(manager):
