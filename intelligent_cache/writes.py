@@ -47,7 +47,9 @@ class InvalidationMiddleware:
         if not self._checked and scope["type"] == "http":
             # An app served without its lifespan (TestClient without "with") was not
             # checked at start-up: refuse to serve until its routes are right.
-            check_app_routes(scope["app"])
+            app = scope.get("app")
+            if app is not None:
+                check_app_routes(app)
             self._checked = True
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
             await self.app(scope, receive, send)
