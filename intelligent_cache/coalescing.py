@@ -78,7 +78,7 @@ async def claim(
         held.reason = "backend-error"
         return held
     lock = _lock_name(key, generations)
-    token = await manager.acquire_lock(lock)
+    token = await manager.io.acquire_lock(lock)
     if token is None:
         waited, token = await _await_other_process(manager, key, generations, lock, variant)
         if waited is not None:
@@ -93,7 +93,7 @@ async def release(manager: "CacheManager", held: Claim, entry: CachedResponse | 
     """Hand ``entry`` (or nothing) to the waiters and free the lock."""
     try:
         if held._lock is not None:
-            await manager.release_lock(*held._lock)
+            await manager.io.release_lock(*held._lock)
     finally:
         if held._flight is not None:
             manager.flights.land(held._flight[0], held._flight[1], entry if entry is not None else held.entry)
@@ -117,14 +117,14 @@ async def _await_other_process(
     while time.monotonic() < deadline:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
-        raw = await manager.read(key)
-        found = None if raw is None else manager.decode(raw)
+        raw = await manager.io.read(key)
+        found = None if raw is None else manager.io.decode(raw)
         if isinstance(found, VaryIndex):  # the entry lives under this request's variant key
-            raw = await manager.read(variant(found.names))
-            found = None if raw is None else manager.decode(raw)
+            raw = await manager.io.read(variant(found.names))
+            found = None if raw is None else manager.io.decode(raw)
         if isinstance(found, CachedResponse) and list(found.generations) == generations:
             return found, None
-        token = await manager.acquire_lock(lock)
+        token = await manager.io.acquire_lock(lock)
         if token is not None:
             return None, token
     return None, None

@@ -12,9 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.params import Depends
 
 from .backends.base import CacheBackend
+from .backends.failopen import FailOpenBackend
 from .backends.memory import MemoryBackend
-from .entry import CachedResponse, VaryIndex, decode, encode
-from .exceptions import ConfigurationError, CorruptEntryError, NoCacheManager
+from .entry import CachedResponse
+from .exceptions import ConfigurationError, NoCacheManager
 from .flights import FlightGroup
 from .route import CachedRoute
 from .routecheck import check_app_routes
@@ -26,14 +27,6 @@ from .writes import InvalidationMiddleware
 __all__ = ["STATE_ATTRIBUTE", "CacheManager", "get_cache_service", "manager_from_request", "manager_from_scope"]
 
 logger = logging.getLogger("intelligent_cache")
-
-# Bounds of the decoded-entry memo: values of at most this size, at most this many
-# bytes of them in all (each costs about twice its size: the bytes and the entry).
-_DECODED_MAX_SIZE = 64 * 1024
-_DECODED_MAX_BYTES = 1024 * 1024
-# Failed invalidations kept for replay, and how often the replay is tried.
-_MAX_PENDING = 10_000
-_REPLAY_INTERVAL = 0.25
 
 
 class CacheManager(AttachedCache):
@@ -125,7 +118,7 @@ class CacheManager(AttachedCache):
             raise ConfigurationError("invalidation_exclude_paths takes a list of path prefixes starting with '/'")
         if key_secret is not None and (not isinstance(key_secret, str | bytes) or len(key_secret) < 16):
             raise ConfigurationError("key_secret must be a str or bytes of at least 16 characters")
-        self._secret: bytes | None = key_secret.encode() if isinstance(key_secret, str) else key_secret
+        self._secret = key_secret.encode() if isinstance(key_secret, str) else key_secret
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.default_ttl = float(default_ttl)
         self.enabled = bool(enabled)
@@ -150,16 +143,9 @@ class CacheManager(AttachedCache):
         self.stats = CacheStats()
         self.flights: FlightGroup[CachedResponse] = FlightGroup()
         self._refreshing: set[str] = set()
-        self._decoded: dict[bytes, Any] = {}
-        self._decoded_bytes = 0
-        # Invalidations that failed (backend unreachable), in order, until they land.
-        self._pending: dict[str, None] = {}
-        self._pending_overflow = False
-        self._replaying: asyncio.Task[None] | None = None
-        # Locks whose release failed: this process frees them before waiting on them.
-        self._unreleased: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._degraded = False
+        #: Every backend call of the request path, failing open.
+        self.io = FailOpenBackend(self.backend, self.stats, lock_timeout=self.lock_timeout, secret=self._secret)
 
     # -- wiring ---------------------------------------------------------------
 
@@ -226,7 +212,7 @@ class CacheManager(AttachedCache):
         try:
             await self.backend.add_counters(delta)
         except Exception as exc:
-            self._failed("stats flush", exc)
+            self.io.failed("stats flush", exc)
             return
         self.stats.mark_flushed(delta)
 
@@ -239,7 +225,7 @@ class CacheManager(AttachedCache):
         try:
             shared = await self.backend.read_counters()
         except Exception as exc:
-            self._failed("stats read", exc)
+            self.io.failed("stats read", exc)
             shared = None
         if shared is None:
             return dict(self.stats.counters), False
@@ -253,6 +239,7 @@ class CacheManager(AttachedCache):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.io.aclose()
         await self.backend.aclose()
 
     def excluded_from_invalidation(self, path: str) -> bool:
@@ -270,13 +257,13 @@ class CacheManager(AttachedCache):
 
         async def run() -> None:
             try:
-                token = await self.acquire_lock("~l:r:" + key)
+                token = await self.io.acquire_lock("~l:r:" + key)
                 if token is None:  # another process refreshes it
                     return
                 try:
                     await refresh()
                 finally:
-                    await self.release_lock("~l:r:" + key, token)
+                    await self.io.release_lock("~l:r:" + key, token)
             except Exception as exc:
                 self.stats.refresh_errors += 1
                 logger.warning("background refresh of %s failed: %r", key, exc)
@@ -288,188 +275,10 @@ class CacheManager(AttachedCache):
         task.add_done_callback(self._tasks.discard)
         return True
 
-    # -- backend calls that fail open --------------------------------------------
-
-    def _failed(self, operation: str, exc: Exception) -> None:
-        self.stats.errors += 1
-        if not self._degraded:
-            self._degraded = True
-            logger.warning("cache backend %s failed during %s, serving uncached: %r", self.backend.name, operation, exc)
-
-    def _succeeded(self) -> None:
-        if self._degraded:
-            self._degraded = False
-            logger.warning("cache backend %s answers again", self.backend.name)
-
     @property
     def degraded(self) -> bool:
         """Whether the last backend call failed."""
-        return self._degraded
-
-    async def lookup(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int] | None]:
-        """Read an entry and its counters; ``(None, None)`` if the backend failed.
-
-        While an invalidation of this process has not landed, nothing is read:
-        entries it should have invalidated may still be there.
-        """
-        try:
-            if self._pending or self._pending_overflow:
-                await self._land_pending()
-            raw, generations = await self.backend.fetch(key, generation_keys)
-        except Exception as exc:
-            self._failed("lookup", exc)
-            return None, None
-        if self._degraded:
-            self._succeeded()
-        return raw, generations
-
-    async def read(self, key: str) -> bytes | None:
-        """Read a value; ``None`` (counted) if the backend failed."""
-        try:
-            return await self.backend.get(key)
-        except Exception as exc:
-            self._failed("lookup", exc)
-            return None
-
-    async def acquire_lock(self, name: str) -> str | None:
-        """A cross-process lock held at most ``lock_timeout``; a token, or ``None`` if taken.
-
-        A backend failure grants the lock: computing is always safe.
-        """
-        if not self.backend.shared:  # one process: its own single-flight is the whole story
-            return "local"
-        try:
-            stale_token = self._unreleased.pop(name, None)
-            if stale_token is not None:  # ours, left behind by a failed release
-                await self.backend.release_lock(name, stale_token)
-            return await self.backend.acquire_lock(name, self.lock_timeout)
-        except Exception as exc:
-            self._failed("lock", exc)
-            return "unlocked"
-
-    async def release_lock(self, name: str, token: str) -> None:
-        """Release a lock taken with :meth:`acquire_lock`."""
-        if not self.backend.shared:
-            return
-        try:
-            await self.backend.release_lock(name, token)
-        except Exception as exc:
-            self._failed("unlock", exc)
-            if len(self._unreleased) < _MAX_PENDING:
-                self._unreleased[name] = token
-
-    async def secret(self) -> bytes | None:
-        """The key secret (see ``key_secret``); ``None`` (counted) if the backend failed to give one."""
-        if self._secret is None:
-            try:
-                self._secret = await self.backend.secret()
-            except Exception as exc:
-                self._failed("secret", exc)
-                return None
-        return self._secret
-
-    @property
-    def known_secret(self) -> bytes | None:
-        """The key secret if already known (the fast path cannot wait for the backend)."""
-        return self._secret
-
-    def decode(self, raw: bytes) -> Any:
-        """Decode a stored value; a corrupt one counts and reads as ``None``.
-
-        Recently decoded small values are remembered by their bytes: a hot entry
-        is unpacked once, not on every HIT (equal bytes decode to equal values).
-        """
-        decoded = self._decoded.get(raw)
-        if decoded is not None:
-            return decoded
-        try:
-            decoded = decode(raw)
-        except CorruptEntryError:
-            self.stats.corrupt += 1
-            return None
-        # Only immutable results are shared; plain values (lists, dicts) are decoded each time.
-        if len(raw) <= _DECODED_MAX_SIZE and isinstance(decoded, CachedResponse | VaryIndex):
-            memo = self._decoded
-            while memo and self._decoded_bytes + len(raw) > _DECODED_MAX_BYTES:
-                self._decoded_bytes -= len(next(iter(memo)))
-                del memo[next(iter(memo))]
-            memo[raw] = decoded
-            self._decoded_bytes += len(raw)
-        return decoded
-
-    async def store(
-        self, key: str, entry: CachedResponse, keep_for: float | None = None, generation_keys: Sequence[str] = ()
-    ) -> bool:
-        """Store an entry for ``keep_for`` seconds (default: its TTL); ``False`` if the backend failed.
-
-        ``generation_keys`` are the counters it depends on: the backend keeps
-        them at least as long as the entry.
-        """
-        try:
-            await self.backend.put(key, encode(entry), entry.ttl if keep_for is None else keep_for, generation_keys)
-        except Exception as exc:
-            self._failed("store", exc)
-            return False
-        self.stats.stores += 1
-        return True
-
-    async def store_raw(self, key: str, value: bytes, ttl: float) -> bool:
-        """Store already-encoded bytes; ``False`` if the backend failed."""
-        try:
-            await self.backend.set(key, value, ttl)
-        except Exception as exc:
-            self._failed("store", exc)
-            return False
-        return True
-
-    async def invalidate(self, generation_keys: Sequence[str]) -> bool:
-        """Bump counters; ``False`` (logged and counted) if the backend failed.
-
-        A bump that fails is not forgotten: this process retries it in the
-        background, and lands it before it trusts the backend again for a lookup.
-        """
-        try:
-            await self.backend.bump(generation_keys)
-        except Exception as exc:
-            self.stats.invalidation_errors += 1
-            self._failed("invalidation", exc)
-            self._keep_pending(generation_keys)
-            return False
-        self.stats.invalidations += 1
-        return True
-
-    def _keep_pending(self, generation_keys: Sequence[str]) -> None:
-        for name in generation_keys:
-            self._pending[name] = None
-        if len(self._pending) > _MAX_PENDING:
-            # Too many to replay one by one: drop the whole namespace instead.
-            self._pending.clear()
-            self._pending_overflow = True
-        if self._replaying is None or self._replaying.done():
-            self._replaying = asyncio.get_running_loop().create_task(self._replay_pending())
-            self._tasks.add(self._replaying)
-            self._replaying.add_done_callback(self._tasks.discard)
-
-    async def _replay_pending(self) -> None:
-        while self._pending or self._pending_overflow:
-            await asyncio.sleep(_REPLAY_INTERVAL)
-            try:
-                await self._land_pending()
-            except Exception:  # still unreachable; the next round tries again
-                continue
-
-    async def _land_pending(self) -> None:
-        """Land every invalidation that failed earlier (raises if the backend still fails)."""
-        if self._pending_overflow:
-            await self.backend.clear()
-            self._pending_overflow = False
-            self._pending.clear()
-        if self._pending:
-            names = list(self._pending)
-            await self.backend.bump(names)
-            for name in names:
-                self._pending.pop(name, None)
-            logger.warning("cache backend %s: %d delayed invalidations landed", self.backend.name, len(names))
+        return self.io.degraded
 
     def service(self) -> CacheService:
         """The manual API bound to this manager."""

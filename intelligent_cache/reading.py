@@ -28,6 +28,7 @@ from fastapi import HTTPException, Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from ._types import Header
 from .coalescing import Claim, claim, release
 from .config import CacheConfig
 from .entry import CachedResponse, VaryIndex, encode_vary_index
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["ACTIVE", "ReadContext", "after_dependencies", "find_hit", "read_through"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-RawHeaders = list[tuple[bytes, bytes]]
+RawHeaders = list[Header]
 
 # Where the fast path leaves its lookup for the full path, so a MISS reads the backend once.
 LOOKUP_KEY = "intelligent_cache.lookup"
@@ -92,6 +93,7 @@ class ReadContext:
     generations: list[int] | None = None  # None: the backend is down
     decision: Decision | None = None
     skip: str | None = None  # compute without the cache, for this reason
+    unavailable: bool = False  # the backend failed before the lookup
     secret: bytes | None = None
     held: Claim | None = None
     computed: CachedResponse | None = None
@@ -216,12 +218,14 @@ async def look_up(ctx: ReadContext) -> Response | None:
     if not await _build_key(ctx):
         return None
     manager, scope = ctx.manager, ctx.request.scope
+    if ctx.unavailable:
+        return None
     looked_up = scope.pop(LOOKUP_KEY, None)
     found: Any = _UNDECODED
     if looked_up is not None and looked_up[0] == ctx.key and not ctx.revalidate:
         _, raw, generations, found = looked_up
     else:
-        raw, generations = await manager.lookup(ctx.key, ctx.counters)
+        raw, generations = await manager.io.lookup(ctx.key, ctx.counters)
     ctx.generations = generations
     if generations is None:  # backend down: compute, coalesced in process, store nothing
         return None
@@ -229,10 +233,10 @@ async def look_up(ctx: ReadContext) -> Response | None:
     entry: CachedResponse | None = None
     if raw is not None:
         if found is _UNDECODED:
-            found = manager.decode(raw)
+            found = manager.io.decode(raw)
         if isinstance(found, VaryIndex):
-            raw = await manager.read(ctx.variant(found.names))
-            found = None if raw is None else manager.decode(raw)
+            raw = await manager.io.read(ctx.variant(found.names))
+            found = None if raw is None else manager.io.decode(raw)
             forward = "vary-miss"
         if isinstance(found, CachedResponse):
             if found.origin and found.origin != ctx.origin:
@@ -287,10 +291,13 @@ async def _build_key(ctx: ReadContext) -> bool:
             vary.append((source.label, ctx.request.cookies.get(source.name)))
     if ctx.manager.key_by_host:
         vary.append(("origin", ctx.origin))
-    ctx.secret = await ctx.manager.secret()
-    if ctx.secret is None:
-        ctx.skip = "backend-error"
-        return False
+    secret = await ctx.manager.io.secret()
+    if secret is None:
+        # The backend is down: the key only coalesces this process's requests
+        # (nothing is read or stored), so a secret of this process will do.
+        ctx.unavailable = True
+        secret = ctx.manager.io.local_secret
+    ctx.secret = secret
     scope = ctx.request.scope
     ctx.key = ctx.route.key(scope["path"], scope["query_string"], tuple(vary), ctx.secret)
     ctx.tags, ctx.counters = ctx.route.counters(scope["path"], scope.get("path_params", {}))
@@ -361,10 +368,10 @@ async def conclude(ctx: ReadContext, response: Response) -> Response:
 async def _store(ctx: ReadContext, result: Storable) -> bool:
     manager, key = ctx.manager, ctx.key
     if result.vary:
-        if not await manager.store_raw(key, encode_vary_index(VaryIndex(result.vary)), result.keep_for):
+        if not await manager.io.store_raw(key, encode_vary_index(VaryIndex(result.vary)), result.keep_for):
             return False
         key = ctx.variant(result.vary)
-    return await manager.store(key, result.entry, result.keep_for, ctx.counters)
+    return await manager.io.store(key, result.entry, result.keep_for, ctx.counters)
 
 
 def _answer_computed(
@@ -414,7 +421,7 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, RawHeaders, by
     manager = manager_from_scope(scope)
     if manager is None or not manager.enabled:
         return None
-    secret = manager.known_secret
+    secret = manager.io.known_secret
     if secret is None:
         return None
     bail = route.fast_path_headers
@@ -428,11 +435,11 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, RawHeaders, by
     path: str = scope["path"]
     key = route.key(path, scope["query_string"], (("origin", origin),) if manager.key_by_host else (), secret)
     counters = route.counters(path, scope.get("path_params", {}))[1]
-    raw, generations = await manager.lookup(key, counters)
+    raw, generations = await manager.io.lookup(key, counters)
     if raw is None or generations is None:
         scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
         return None
-    entry = manager.decode(raw)
+    entry = manager.io.decode(raw)
     if isinstance(entry, CachedResponse) and (entry.origin == origin or not entry.origin):
         now = manager.clock()
         decision = decide(

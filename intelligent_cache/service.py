@@ -4,7 +4,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .entry import CachedResponse, encode, encode_value
-from .exceptions import BackendError, ConfigurationError
+from .exceptions import BackendError
 from .invalidation import INTERNAL_PREFIX, invalidation_keys, tag_keys
 from .stats import summarize
 
@@ -18,15 +18,15 @@ MAX_PATTERN_LENGTH = 1024
 
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > 4096:
-        raise ConfigurationError("a cache key is a non-empty string of at most 4096 characters")
+        raise ValueError("a cache key is a non-empty string of at most 4096 characters")
     if key.startswith(INTERNAL_PREFIX):
-        raise ConfigurationError(f"keys starting with {INTERNAL_PREFIX!r} are reserved")
+        raise ValueError(f"keys starting with {INTERNAL_PREFIX!r} are reserved")
     return key
 
 
 def _check_pattern(pattern: str) -> str:
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_LENGTH:
-        raise ConfigurationError(f"a pattern is a non-empty string of at most {MAX_PATTERN_LENGTH} characters")
+        raise ValueError(f"a pattern is a non-empty string of at most {MAX_PATTERN_LENGTH} characters")
     return pattern
 
 
@@ -36,7 +36,8 @@ class CacheService:
     Obtain it with ``Depends(get_cache_service)`` inside a request, or with
     ``manager.service()`` elsewhere. Keys are the cache's logical keys
     (``GET:items:page=1``); the backend adds its namespace. Unlike the request
-    path, these methods raise :class:`BackendError` when the backend fails.
+    path, these methods raise :class:`BackendError` when the backend fails,
+    and ``ValueError`` for an invalid argument.
     """
 
     def __init__(self, manager: "CacheManager") -> None:
@@ -45,7 +46,7 @@ class CacheService:
     async def _call(self, operation: str, coroutine: Any) -> Any:
         try:
             return await coroutine
-        except ConfigurationError:
+        except ValueError:
             raise
         except Exception as exc:
             raise BackendError(f"{operation} failed: {exc!r}") from exc
@@ -54,7 +55,7 @@ class CacheService:
         """The stored value: a :class:`CachedResponse` for cached responses,
         the original value for :meth:`set` values, ``None`` if absent or unreadable."""
         raw = await self._call("get", self._manager.backend.get(_check_key(key)))
-        return None if raw is None else self._manager.decode(raw)
+        return None if raw is None else self._manager.io.decode(raw)
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` (anything msgpack can encode, or a :class:`CachedResponse`).
@@ -69,7 +70,7 @@ class CacheService:
             or not math.isfinite(seconds)
             or seconds <= 0
         ):
-            raise ConfigurationError(f"ttl must be a positive number, got {ttl!r}")
+            raise ValueError(f"ttl must be a positive number, got {ttl!r}")
         data = encode(value) if isinstance(value, CachedResponse) else encode_value(value)
         await self._call("set", self._manager.backend.set(_check_key(key), data, float(seconds)))
 
@@ -89,7 +90,7 @@ class CacheService:
         """Up to ``limit`` cached keys matching a glob (internal counters excluded)."""
         _check_pattern(pattern)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigurationError("limit must be a positive integer")
+            raise ValueError("limit must be a positive integer")
         keys: list[str] = []
         cursor = 0
         while True:
@@ -101,13 +102,13 @@ class CacheService:
     async def invalidate_path(self, path: str) -> None:
         """Invalidate as a successful write to ``path`` would."""
         if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigurationError("path must start with '/'")
+            raise ValueError("path must start with '/'")
         await self._invalidate(invalidation_keys(path))
 
     async def invalidate_tags(self, *tags: str) -> None:
         """Invalidate every entry carrying any of ``tags``."""
         if not tags or not all(isinstance(tag, str) and tag for tag in tags):
-            raise ConfigurationError("invalidate_tags takes one or more non-empty strings")
+            raise ValueError("invalidate_tags takes one or more non-empty strings")
         await self._invalidate(tag_keys(tags))
 
     async def _invalidate(self, counters: list[str]) -> None:

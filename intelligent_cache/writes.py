@@ -60,7 +60,7 @@ class InvalidationMiddleware:
             if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
                 keys = write_invalidations(scope, message.get("headers", ()), manager)
                 if keys:
-                    await manager.invalidate(keys)
+                    await manager.io.invalidate(keys)
             await send(message)
 
         await self.app(scope, receive, send_after_invalidating)

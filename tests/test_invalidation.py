@@ -908,7 +908,7 @@ async def test_a_read_after_a_write_does_not_wait_for_a_computation_that_started
     app = race_app(manager, data, gate, random.Random(1))
     attempts: list[str | None] = []
     second_attempt = asyncio.Event()
-    acquire = manager.acquire_lock
+    acquire = manager.io.acquire_lock
 
     async def spying_acquire(name: str) -> str | None:
         token = await acquire(name)
@@ -917,7 +917,7 @@ async def test_a_read_after_a_write_does_not_wait_for_a_computation_that_started
             second_attempt.set()
         return token
 
-    manager.acquire_lock = spying_acquire  # type: ignore[method-assign]
+    manager.io.acquire_lock = spying_acquire  # type: ignore[method-assign]
     async with client_for(app) as client:
         gate.arm(random.Random(2))
         gate.read_first = True

@@ -116,7 +116,7 @@ def _kind(value: Any) -> str:
 async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, str | _Summary]:
     """Read and decode each key: its summary if it holds a response, else its kind; absent keys left out.
 
-    Decoded with ``entry.decode``, not ``manager.decode``: browsing must neither count
+    Decoded with ``entry.decode``, not ``manager.io.decode``: browsing must neither count
     corrupt entries as failed lookups nor push hot entries out of the decode memo.
     """
     found: dict[str, str | _Summary] = {}
@@ -256,7 +256,7 @@ def admin_router(manager: CacheManager) -> APIRouter:
         gives them (an invalidated entry is never ``fresh``, its ``expires_in`` is 0).
         """
         raw = await existing(key, manager.backend.get)
-        entry = manager.decode(raw)
+        entry = manager.io.decode(raw)
         if isinstance(entry, VaryIndex):
             return {"key": key, "kind": "vary", "size": len(raw), "vary": list(entry.names)}
         if not isinstance(entry, CachedResponse):
