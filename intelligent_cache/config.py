@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from .exceptions import ConfigurationError
 
@@ -37,6 +37,9 @@ _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Where a vary source reads its value: ``request.state``, a header or a cookie.
+VaryKind = Literal["state", "header", "cookie"]
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -48,7 +51,7 @@ class VarySource:
     request header; ``"cookie:session"`` reads a cookie.
     """
 
-    kind: str  # "state", "header" or "cookie"
+    kind: "VaryKind"
     name: str
 
     @property
@@ -69,8 +72,8 @@ class VarySource:
                 f"invalid vary_by item {spec!r}: use 'attribute' (request.state), 'header:Name' or 'cookie:name'"
             )
         if kind == "header":
-            name = name.lower()
-        return cls(kind, name)
+            return cls("header", name.lower())
+        return cls("cookie" if kind == "cookie" else "state", name)
 
 
 @dataclass(frozen=True, slots=True)

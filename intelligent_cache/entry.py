@@ -11,12 +11,12 @@ Anything else, or anything truncated, decodes as :class:`CorruptEntryError`.
 """
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
+from ._types import Header, Headers
 from .exceptions import CorruptEntryError
 
 __all__ = [
@@ -56,7 +56,7 @@ _NOT_STORED = frozenset(
 )
 
 
-def storable_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+def storable_headers(raw_headers: Headers) -> tuple[Header, ...]:
     """The end-to-end headers of a response, in order, as the cache keeps them.
 
     Drops hop-by-hop fields: the fixed ones, every ``Proxy-*`` field, and the
@@ -97,7 +97,7 @@ class CachedResponse:
     """
 
     status: int
-    headers: tuple[tuple[bytes, bytes], ...]
+    headers: tuple[Header, ...]
     body: bytes
     stored_at: float
     ttl: float

@@ -28,13 +28,14 @@ from fastapi.security.oauth2 import OAuth2
 from fastapi.security.open_id_connect_url import OpenIdConnect
 from pydantic import BaseModel
 
+from ._types import Header
 from .config import CacheConfig, VarySource
 from .exceptions import ConfigurationError
 from .keys import CREDENTIAL_HEADERS, looks_secret
 
 __all__ = ["RouteInputs", "SensitiveNames", "VaryPlan"]
 
-Headers = Iterable[tuple[bytes, bytes]]
+Headers = Iterable[Header]
 
 
 class SensitiveNames:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
+from ._types import Header
+
 if TYPE_CHECKING:  # for annotations only: stats never import the request path
     from .stats import CacheStats
 
@@ -36,7 +38,7 @@ class Outcome(enum.Enum):
         return self.value.lower()
 
 
-def cache_status(*params: str) -> tuple[bytes, bytes]:
+def cache_status(*params: str) -> Header:
     """A ``Cache-Status`` field: ``intelligent-cache; <params>``."""
     return b"cache-status", "; ".join((CACHE_NAME, *params)).encode("latin-1")
 

@@ -11,11 +11,13 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import ClassVar
+
+from ._types import Headers
 
 __all__ = [
     "SAFE_METHODS",
@@ -31,8 +33,6 @@ __all__ = [
 ]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-
-Headers = Sequence[tuple[bytes, bytes]]
 
 
 def parse_cache_control(values: Iterable[str]) -> dict[str, str | None]:

@@ -14,7 +14,6 @@ from intelligent_cache import (
     CachedResponse,
     CacheManager,
     CacheService,
-    ConfigurationError,
     MemoryBackend,
     NoCacheManager,
     cache_config,
@@ -86,7 +85,7 @@ async def test_value_without_ttl_uses_the_default(clock):
 
 @pytest.mark.parametrize("ttl", [0, -1, math.nan, math.inf, "10", True])
 async def test_invalid_ttl_raises(service, ttl):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.set("k", "v", ttl=ttl)
     assert await service.get("k") is None
 
@@ -105,17 +104,17 @@ async def test_delete_returns_whether_the_key_existed(service):
 
 @pytest.mark.parametrize("key", ["~g:s", "~g:n:items", "~g:t:tag"])
 async def test_reserved_keys_are_rejected(service, key):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.set(key, 1, ttl=10)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.get(key)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.delete(key)
 
 
 @pytest.mark.parametrize("key", ["", "x" * 4097])
 async def test_invalid_keys_are_rejected(service, key):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.get(key)
 
 
@@ -215,7 +214,7 @@ async def test_list_keys_hides_internal_keys(manager, memory_backend, service):
 
 @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
 async def test_list_keys_rejects_invalid_limits(service, limit):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.list_keys(limit=limit)
 
 
@@ -232,7 +231,7 @@ async def test_clear_pattern_removes_only_matching_keys(manager, service):
 
 @pytest.mark.parametrize("pattern", ["", "x" * 1025])
 async def test_clear_pattern_rejects_invalid_patterns(service, pattern):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.clear_pattern(pattern)
 
 
@@ -271,7 +270,7 @@ async def test_invalidate_path_covers_queries_of_the_path(manager, service):
 
 @pytest.mark.parametrize("path", ["spaces/1", "", None])
 async def test_invalidate_path_rejects_relative_paths(service, path):
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ValueError):
         await service.invalidate_path(path)
 
 
