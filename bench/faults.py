@@ -20,6 +20,12 @@ Phases, each bounded (``duration_per_phase`` seconds of traffic):
     cluster peer killed   another primary is SIGKILLed: the app's keys survive, but the cluster
                           stops serving (full slot coverage required) once the node is marked failed
     cluster peer restart  that primary restarted; hit-rate recovery measured
+    2x baseline           two uvicorn instances (two CacheManagers, as two workers) on one Redis
+                          with ``maxmemory-policy noeviction``; requests alternate between them
+    2x maxmemory          junk keys fill that Redis until it refuses writes (OOM): it keeps serving
+                          reads and deletions; a write acknowledged by one instance must not be
+                          followed by pre-write data from the other
+    2x memory freed       the junk is deleted at the start; hit-rate recovery measured
 
 Correctness is checked on every response. Each PATCH renames an item to
 ``v<n>`` with ``n`` increasing per item (one write in flight per item); the
@@ -38,6 +44,10 @@ and failed invalidations counted by the server in the phase (read from
 above; ``>4s``: requests slower than 4 s (the cache's lock timeout is 5 s);
 ``recover``: seconds from Redis answering again until a 1 s rolling window of
 GETs has a hit rate of at least half the baseline's.
+
+In the ``2x`` phases requests alternate between the two instances, so most
+reads after a write go through the instance that did not take it: the stale
+check above is then a cross-instance one, and the server columns add up both.
 
 ``main(duration_per_phase, phases=...)`` runs a subset (tests use the
 single-node outages with 1 s phases).
@@ -101,12 +111,14 @@ CLUSTER_PHASES = (
     "cluster peer killed",
     "cluster peer restart",
 )
-ALL_PHASES = SINGLE_NODE_PHASES + CLUSTER_PHASES
+TWO_INSTANCE_PHASES = ("2x baseline", "2x maxmemory", "2x memory freed")
+ALL_PHASES = SINGLE_NODE_PHASES + CLUSTER_PHASES + TWO_INSTANCE_PHASES
 RECOVERY_PHASES = {
     "redis restarted": "baseline",
     "redis resumed": "baseline",
     "cluster restart": "cluster baseline",
     "cluster peer restart": "cluster baseline",
+    "2x memory freed": "2x baseline",
 }
 
 
@@ -146,6 +158,52 @@ def make_app() -> Any:
     return app
 
 
+def make_twins() -> tuple[Any, Any]:
+    """Two instances of the app (each its own CacheManager and RedisBackend) sharing one Store.
+
+    As two workers of a deployment: they share Redis and the database, nothing else.
+    """
+    import example_app.main as example
+
+    shared = example.Store()
+    original = example.Store
+    setattr(example, "Store", lambda: shared)  # noqa: B010 - both apps get the one "database"
+    try:
+        return make_app(), make_app()
+    finally:
+        setattr(example, "Store", original)  # noqa: B010
+
+
+def serve_twins(port_a: int, port_b: int) -> None:
+    """Serve :func:`make_twins` under two uvicorn servers in one process (until SIGTERM)."""
+    import uvicorn
+
+    class Twin(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield  # one handler for both servers, below
+
+    servers = [
+        Twin(uvicorn.Config(app, host="127.0.0.1", port=port, http=HTTP, access_log=False, log_level="warning"))
+        for app, port in zip(make_twins(), (port_a, port_b), strict=True)
+    ]
+
+    async def run() -> None:
+        def stop() -> None:
+            for server in servers:
+                server.should_exit = True
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    if LOOP == "uvloop":
+        importlib.import_module("uvloop").run(run())
+    else:
+        asyncio.run(run())
+
+
 # -- processes -----------------------------------------------------------------------------------------------------
 
 
@@ -171,45 +229,60 @@ def _pin_pid(pid: int | None, cpu: int) -> None:
 
 
 class Server:
-    """uvicorn serving an app factory (``module:function``) in a subprocess; its output goes to a log file."""
+    """uvicorn serving an app factory (``module:function``) in a subprocess; its output goes to a log file.
 
-    def __init__(self, env: dict[str, str], factory: str = "bench.faults:make_app") -> None:
-        self.port = _free_port()
+    With ``twins``, the process serves two instances of the app on two ports instead (see :func:`serve_twins`).
+    """
+
+    def __init__(self, env: dict[str, str], factory: str = "bench.faults:make_app", *, twins: bool = False) -> None:
+        self.ports = [_free_port() for _ in range(2 if twins else 1)]
+        self.port = self.ports[0]
         self.log = Path(tempfile.mkstemp(prefix="faults-uvicorn-", suffix=".log")[1])
         self._read_to = 0
-        command = [
-            *_pin(0),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            factory,
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--loop",
-            LOOP,
-            "--http",
-            HTTP,
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        if twins:
+            code = f"import bench.faults as f; f.serve_twins({self.ports[0]}, {self.ports[1]})"
+            command = [*_pin(0), sys.executable, "-c", code]
+        else:
+            command = [
+                *_pin(0),
+                sys.executable,
+                "-m",
+                "uvicorn",
+                factory,
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--loop",
+                LOOP,
+                "--http",
+                HTTP,
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
+        waiting = list(self.ports)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {self.process.returncode}:\n{self.log_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2):
+                    waiting.pop(0)
+                    if not waiting:
+                        return
             except OSError:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("uvicorn did not start within 30 s:\n" + self.log_text())
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
 
     @property
     def pid(self) -> int:
@@ -321,10 +394,22 @@ class Phase:
 
 
 class Load:
-    """The load generator: ``workers`` tasks sharing one keep-alive client until stopped."""
+    """The load generator: ``workers`` tasks sharing one keep-alive client until stopped.
 
-    def __init__(self, client: httpx.AsyncClient, workers: int, seed: int) -> None:
+    With several ``clients`` (one per app instance) requests alternate between them.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        workers: int,
+        seed: int,
+        *,
+        clients: Sequence[httpx.AsyncClient] = (),
+    ) -> None:
         self.client = client
+        self.clients = list(clients) or [client]
+        self._turn = itertools.count()
         self.workers = workers
         self.seed = seed
         self.tracker = Tracker()
@@ -350,8 +435,9 @@ class Load:
     async def _request(self, method: str, url: str, body: Any = None) -> tuple[Record, Any]:
         phase = self.phase
         started = time.monotonic()
+        client = self.clients[next(self._turn) % len(self.clients)]
         try:
-            response = await self.client.request(method, url, json=body)
+            response = await client.request(method, url, json=body)
         except httpx.HTTPError as exc:
             record = Record(started, time.monotonic(), "", 0, type(exc).__name__, None, f"{method} {url}")
             phase.records.append(record)
@@ -690,21 +776,34 @@ class Run:
         self.hit_rates: dict[str, float | None] = {}
         self.examples: list[str] = []
         self.server_problems: list[str] = []
-        self.server: Server | None = None
+        self.servers: list[Server] = []
         # Over all traffic, warm-up and phase boundaries included.
         self.totals: Counter[str] = Counter()
 
-    async def _state(self, control: httpx.AsyncClient) -> dict[str, Any]:
-        try:
-            response = await control.get("/_faults/state")
-            return response.json() if response.status_code == 200 else {}
-        except httpx.HTTPError:
-            return {}
+    async def _state(self, control: "httpx.AsyncClient | Sequence[httpx.AsyncClient]") -> dict[str, Any]:
+        """``/_faults/state`` of the instance (of every instance, added up)."""
+        controls = [control] if isinstance(control, httpx.AsyncClient) else list(control)
+        states: list[dict[str, Any]] = []
+        for one in controls:
+            try:
+                response = await one.get("/_faults/state")
+            except httpx.HTTPError:
+                return {}
+            if response.status_code != 200:
+                return {}
+            states.append(response.json())
+        if len(states) == 1:
+            return dict(states[0])
+        counters: Counter[str] = Counter()
+        for state in states:
+            counters.update({k: v for k, v in state["counters"].items() if isinstance(v, int)})
+        opened = sum(state["breaker"]["times_opened"] for state in states)
+        return {"counters": dict(counters), "breaker": {"times_opened": opened}}
 
     async def _phase(
         self,
         load: Load,
-        control: httpx.AsyncClient,
+        control: "httpx.AsyncClient | Sequence[httpx.AsyncClient]",
         name: str,
         action: Callable[[], Any] | None = None,
         *,
@@ -712,8 +811,8 @@ class Run:
         during: Callable[[Phase], Any] | None = None,
     ) -> Phase:
         phase = Phase(name)
-        if self.server is not None:
-            self.server.new_lines()
+        for server in self.servers:
+            server.new_lines()
         phase.server_before = await self._state(control)
         load.phase = phase
         started = phase.started = time.monotonic()
@@ -733,8 +832,8 @@ class Run:
         phase.ended = time.monotonic()
         elapsed = time.monotonic() - started
         phase.server_after = await self._state(control)
-        if self.server is not None:
-            phase.server_log = self.server.new_lines()
+        for server in self.servers:
+            phase.server_log.extend(server.new_lines())
         baseline = self.hit_rates.get(RECOVERY_PHASES.get(name, ""))
         row = summarize(phase, elapsed, baseline)
         self.hit_rates[name] = row["hit_rate"]
@@ -743,27 +842,49 @@ class Run:
         return phase
 
     async def _with_server(self, env: dict[str, str], body: Callable[[Load, httpx.AsyncClient], Any]) -> None:
-        server = self.server = await asyncio.to_thread(Server, env)
+        await self._with_servers(env, lambda load, controls: body(load, controls[0]))
+
+    async def _with_servers(
+        self, env: dict[str, str], body: Callable[[Load, list[httpx.AsyncClient]], Any], count: int = 1
+    ) -> None:
+        """Serve ``count`` (1 or 2) instances of the app and run ``body`` under load."""
         limits = httpx.Limits(max_connections=self.workers, max_keepalive_connections=self.workers)
+        self.servers = []
         try:
-            async with (
-                httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=REQUEST_TIMEOUT) as client,
-                httpx.AsyncClient(base_url=server.base_url, timeout=REQUEST_TIMEOUT) as control,
-            ):
-                load = Load(client, self.workers, self.seed)
+            # Two instances are two uvicorn servers of one process sharing the example's Store
+            # (its "database"); each has its own CacheManager, RedisBackend and lifespan.
+            server = await asyncio.to_thread(functools.partial(Server, env, twins=count == 2))
+            self.servers.append(server)
+            async with contextlib.AsyncExitStack() as stack:
+                # One Host for every instance, as behind a load balancer: the cache serves an entry
+                # only to requests for the host it was computed for.
+                host = {"host": f"127.0.0.1:{server.port}"}
+                clients = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT, headers=host)
+                    )
+                    for url in server.base_urls
+                ]
+                controls = [
+                    await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT))
+                    for url in server.base_urls
+                ]
+                load = Load(clients[0], self.workers, self.seed, clients=clients)
                 load.start()
                 try:
                     await asyncio.sleep(min(2.0, self.duration))  # warm-up, not recorded
-                    await body(load, control)
+                    await body(load, controls)
                 finally:
                     await load.stop()
                 self.examples.extend(load.tracker.examples)
                 for name in ("responses", "five_xx", "stale", "wrong"):
                     self.totals[name] += getattr(load.tracker, name)
         finally:
-            await asyncio.to_thread(server.stop)
-            self.server_problems.extend(server.problems())
-            server.cleanup()
+            for server in self.servers:
+                await asyncio.to_thread(server.stop)
+                self.server_problems.extend(server.problems())
+                server.cleanup()
+            self.servers = []
 
     async def single_node(self, phases: Sequence[str]) -> None:
         from tests.redis_servers import RedisServer
@@ -820,6 +941,44 @@ class Run:
                 redis_server.resume()
             await asyncio.to_thread(redis_server.stop)
 
+    async def two_instances(self, phases: Sequence[str]) -> None:
+        """Two uvicorn instances of the app on one ``noeviction`` Redis that fills up."""
+        import redis.exceptions
+
+        from tests.redis_servers import RedisServer
+
+        redis_server = RedisServer(config={"maxmemory": MAXMEMORY, "maxmemory-policy": "noeviction"})
+        await asyncio.to_thread(redis_server.start)
+        _pin_pid(redis_server.pid, 1)
+        client = redis_server.client(socket_timeout=5)
+        filler = OomFill(client)
+
+        async def body(load: Load, controls: list[httpx.AsyncClient]) -> None:
+            if "2x baseline" in phases:
+                await self._phase(load, controls, "2x baseline")
+            if "2x maxmemory" in phases:
+                full = await self._phase(load, controls, "2x maxmemory", filler.fill)
+                stats = client.info("stats")
+                try:
+                    client.set("junk:probe", b"x")
+                    refused = "not refused"
+                except redis.exceptions.OutOfMemoryError:
+                    refused = "refused (OOM)"
+                full.notes.append(
+                    f"{filler.written} junk keys filled {MAXMEMORY} in {filler.seconds:.2f}s, then pinned just "
+                    f"under used_memory {client.info('memory')['used_memory_human']}; writes {refused} at the end, "
+                    f"evicted_keys {stats['evicted_keys']}"
+                )
+            if "2x memory freed" in phases:
+                await self._phase(load, controls, "2x memory freed", filler.free, recovery=True)
+
+        try:
+            env = {"IC_REDIS_URL": redis_server.url, "IC_KEY_PREFIX": KEY_PREFIX}
+            await self._with_servers(env, body, count=2)
+        finally:
+            client.close()
+            await asyncio.to_thread(redis_server.stop)
+
     async def cluster(self, phases: Sequence[str]) -> None:
         from redis.cluster import ClusterNode
 
@@ -863,6 +1022,36 @@ class Run:
             await asyncio.to_thread(cluster.stop)
 
 
+class OomFill:
+    """Fills a ``noeviction`` Redis with junk keys (prefix ``junk:``) until it refuses writes, then keeps it full."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.written = 0
+        self.seconds = 0.0
+
+    def fill(self) -> None:
+        import redis.exceptions
+
+        started = time.monotonic()
+        while self.written < JUNK_MAX_KEYS:
+            try:
+                self.client.set(f"junk:{self.written}", JUNK_VALUE)
+            except redis.exceptions.OutOfMemoryError:
+                break
+            self.written += 1
+        # Pin maxmemory just under what is used, so that the deletions the app itself
+        # makes (invalidations, expiring entries) cannot bring Redis back under it.
+        used = int(self.client.info("memory")["used_memory"])
+        self.client.config_set("maxmemory", max(1024 * 1024, used - 256 * 1024))
+        self.seconds = time.monotonic() - started
+
+    def free(self) -> None:
+        for start in range(0, self.written, 1000):
+            self.client.unlink(*(f"junk:{n}" for n in range(start, min(start + 1000, self.written))))
+        self.client.config_set("maxmemory", MAXMEMORY)
+
+
 def main(
     duration_per_phase: float = 8.0,
     *,
@@ -891,6 +1080,7 @@ def main(
     skipped: list[str] = []
     single = [name for name in phases if name in SINGLE_NODE_PHASES]
     clustered = [name for name in phases if name in CLUSTER_PHASES]
+    twin = [name for name in phases if name in TWO_INSTANCE_PHASES]
     if clustered and redis_cli_binary() is None:
         skipped, clustered = clustered, []
 
@@ -899,6 +1089,8 @@ def main(
             await run.single_node(single)
         if clustered:
             await run.cluster(clustered)
+        if twin:
+            await run.two_instances(twin)
 
     asyncio.run(go())
     five_xx, stale, wrong = run.totals["five_xx"], run.totals["stale"], run.totals["wrong"]

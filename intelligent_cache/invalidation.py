@@ -3,9 +3,10 @@
 Every stored entry records the values of the counters it depends on at the
 moment its computation started; a lookup compares them with the current values
 and treats any difference (or a missing counter) as a miss. Invalidating is
-therefore a bounded number of counter increments, whatever the number of
+therefore a bounded number of counter changes (an increment, or a delete: a
+deleted counter comes back with a new random value), whatever the number of
 cached entries, and a response computed before a write can never be served
-after it: its snapshot predates the increment.
+after it: its snapshot predates the change.
 
 The counters of an entry for ``/spaces/1/items``::
 

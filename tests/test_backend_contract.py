@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from intelligent_cache import CacheBackend, CacheManager, cache_config
+from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
 from intelligent_cache.testing import FakeClock, cache_state
 from tests.conftest import BACKEND_KINDS, make_backend
 
@@ -30,6 +30,17 @@ async def shared_backend(request: pytest.FixtureRequest, clock: FakeClock) -> As
         yield instance
     finally:
         await instance.aclose()
+
+
+def twin_of(backend: CacheBackend, request: pytest.FixtureRequest) -> CacheBackend:
+    """Another process's backend on the same Redis namespace."""
+    from intelligent_cache.backends.redis import RedisBackend, RedisClusterBackend
+
+    if isinstance(backend, RedisClusterBackend):
+        nodes = request.getfixturevalue("redis_cluster").startup_nodes
+        return RedisClusterBackend(startup_nodes=nodes, key_prefix=backend.key_prefix)
+    assert isinstance(backend, RedisBackend)
+    return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix)
 
 
 def is_redis(backend: CacheBackend) -> bool:
@@ -191,22 +202,35 @@ async def test_concurrent_first_fetches_agree(backend: CacheBackend) -> None:
     assert await backend.fetch("GET:race", ["~g:s:race", "~g:n:race"]) == results[0]
 
 
-async def test_bump_increments_by_exactly_one(backend: CacheBackend) -> None:
+async def test_bump_changes_exactly_the_bumped_counters(backend: CacheBackend) -> None:
+    """base.py: a bump makes every entry that recorded the old value unusable. Memory
+    increments, Redis deletes (the next lookup draws a new value): either way the
+    value changes, to one never seen before, and the other counters stay."""
     counters = ["~g:s:items", "~g:n:items"]
     _, (subtree, node) = await backend.fetch("GET:items", counters)
+    seen = {subtree}
     await backend.bump(["~g:s:items"])
-    assert (await backend.fetch("GET:items", counters))[1] == [subtree + 1, node]
+    _, (subtree, same) = await backend.fetch("GET:items", counters)
+    assert subtree not in seen
+    assert same == node
+    seen.add(subtree)
     await backend.bump(["~g:s:items", "~g:n:items"])
     await backend.bump(["~g:s:items"])
-    assert (await backend.fetch("GET:items", counters))[1] == [subtree + 3, node + 1]
+    _, (subtree, changed) = await backend.fetch("GET:items", counters)
+    assert subtree not in seen
+    assert changed != node
+    # Stable until the next bump.
+    assert (await backend.fetch("GET:items", counters))[1] == [subtree, changed]
 
 
-async def test_bump_creates_absent_counters(backend: CacheBackend) -> None:
+async def test_bump_of_absent_counters(backend: CacheBackend) -> None:
     await backend.bump(["~g:s:fresh"])
+    await backend.bump([])
     _, (created,) = await backend.fetch("GET:fresh", ["~g:s:fresh"])
     assert type(created) is int
     await backend.bump(["~g:s:fresh"])
-    assert (await backend.fetch("GET:fresh", ["~g:s:fresh"]))[1] == [created + 1]
+    (after,) = (await backend.fetch("GET:fresh", ["~g:s:fresh"]))[1]
+    assert after != created
 
 
 @pytest.mark.parametrize("created_by", ["fetch", "bump"])
@@ -224,6 +248,91 @@ async def test_a_lost_counter_never_comes_back_with_a_value_seen_before(backend:
         seen.append(value)
         await backend.clear(glob_escape(counter))  # the counter is lost
     assert len(set(seen)) == len(seen), f"recreated counter repeated a value: {seen}"
+
+
+# -- put, generations, secret -------------------------------------------------------------------------------------
+
+
+async def test_put_stores_an_entry_and_leaves_its_counters_alone(backend: CacheBackend) -> None:
+    counters = ["~g:s:spaces", "~g:s:spaces:1", "~g:n:spaces:1", "~g:t:kitchen"]
+    raw, generations = await backend.fetch("GET:spaces:1", counters)
+    assert raw is None
+    await backend.put("GET:spaces:1", b"entry", 60, counters)
+    assert await backend.get("GET:spaces:1") == b"entry"
+    assert await backend.fetch("GET:spaces:1", counters) == (b"entry", generations)
+    await backend.put("GET:spaces:1", b"again", 60, counters)
+    assert await backend.fetch("GET:spaces:1", counters) == (b"again", generations)
+    # Without counters it is a plain set.
+    await backend.put("GET:plain", b"plain", 60)
+    assert await backend.get("GET:plain") == b"plain"
+    keys, _ = await scan_all(backend)
+    assert sorted(key for key in keys if not key.startswith("~")) == ["GET:plain", "GET:spaces:1"]
+
+
+async def test_put_after_a_bump_cannot_make_the_old_snapshot_current(backend: CacheBackend) -> None:
+    """The race of every cache: a response computed before a write is stored after it.
+    Its snapshot must stay behind: put never restores or recreates a bumped counter."""
+    counters = ["~g:s:items", "~g:n:items"]
+    _, before = await backend.fetch("GET:items", counters)
+    await backend.bump(["~g:s:items"])  # the write lands while the response is computed
+    await backend.put("GET:items", b"pre-write", 60, counters)
+    assert await backend.generations(counters[:1]) != before[:1]
+    raw, after = await backend.fetch("GET:items", counters)
+    assert raw == b"pre-write"  # stored, but...
+    assert after[0] != before[0]  # ...its recorded snapshot never matches again
+    assert after[1] == before[1]
+
+
+async def test_generations_reads_without_creating(backend: CacheBackend) -> None:
+    counters = ["~g:s:gen", "~g:n:gen", "~g:t:gen"]
+    assert await backend.generations([]) == []
+    assert await backend.generations(counters) == [None, None, None]
+    assert await backend.generations(counters) == [None, None, None]  # the first read created nothing
+    _, values = await backend.fetch("GET:gen", counters[:2])
+    assert await backend.generations(counters) == [*values, None]
+    await backend.bump(counters[:1])
+    current = await backend.generations(counters)
+    assert current[0] != values[0]  # bumped: gone (Redis) or incremented (memory)
+    assert current[1:] == [values[1], None]
+    _, again = await backend.fetch("GET:gen", counters[:1])
+    assert await backend.generations(counters[:1]) == again
+
+
+async def test_secret_is_stable_and_survives_clear(backend: CacheBackend) -> None:
+    secret = await backend.secret()
+    assert isinstance(secret, bytes)
+    assert len(secret) >= 16
+    assert await backend.secret() == secret
+    await backend.set("GET:entry", b"v", 60)
+    assert await backend.clear() == 1  # the secret is not an entry: not counted...
+    assert await backend.secret() == secret
+    # ...and never listed as one (the manual API and the admin skip "~" keys).
+    keys, _ = await scan_all(backend)
+    assert [key for key in keys if not key.startswith("~")] == []
+
+
+async def test_per_process_backends_have_one_secret_each(clock: FakeClock) -> None:
+    one, two = MemoryBackend(clock=clock), MemoryBackend(clock=clock)
+    assert await one.secret() == await one.secret()
+    assert await one.secret() != await two.secret()
+
+
+async def test_a_shared_backend_has_one_secret_for_every_process(
+    shared_backend: CacheBackend, request: pytest.FixtureRequest
+) -> None:
+    twins = [twin_of(shared_backend, request) for _ in range(8)]
+    try:
+        # Every process asks at once on first use: one creates it, all agree on it.
+        values = await asyncio.gather(*(twin.secret() for twin in twins))
+        assert len(set(values)) == 1
+        assert await shared_backend.secret() == values[0]
+        await shared_backend.clear()
+        late = twin_of(shared_backend, request)  # a process started after the clear
+        twins.append(late)
+        assert await late.secret() == values[0]
+    finally:
+        for twin in twins:
+            await twin.aclose()
 
 
 # -- scan ----------------------------------------------------------------------------------------------------

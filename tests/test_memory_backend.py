@@ -309,3 +309,43 @@ async def test_counters_survive_entry_eviction(clock):
         await backend.set(f"k{index}", b"v", 100)
     _, after = await backend.fetch("k", ["~g:a"])
     assert after == before
+
+
+async def test_bump_increments_by_exactly_one(memory_backend):
+    # In process nothing refuses an increment (Redis deletes instead: test_backend_redis_counters.py).
+    _, (a, b) = await memory_backend.fetch("k", ["~g:a", "~g:b"])
+    await memory_backend.bump(["~g:a"])
+    await memory_backend.bump(["~g:a", "~g:b"])
+    assert (await memory_backend.fetch("k", ["~g:a", "~g:b"]))[1] == [a + 2, b + 1]
+
+
+async def test_generations_reads_counters_without_creating_or_touching_them(clock):
+    backend = MemoryBackend(clock=clock, max_entries=64)  # room for 64 counters
+    assert await backend.generations(["~g:a", "~g:b"]) == [None, None]
+    _, (a,) = await backend.fetch("k", ["~g:a"])
+    assert await backend.generations(["~g:a", "~g:b"]) == [a, None]
+    await backend.bump(["~g:a"])
+    assert await backend.generations(["~g:a"]) == [a + 1]
+    # A read does not refresh a counter's place in the LRU: listing entries cannot keep counters alive.
+    for index in range(63):
+        await backend.fetch("k", [f"~g:other{index}"])
+        await backend.generations(["~g:a"])
+    await backend.fetch("k", ["~g:last"])
+    assert await backend.generations(["~g:a"]) == [None]
+
+
+async def test_put_is_set_for_the_memory_backend(memory_backend, clock):
+    await memory_backend.put("k", b"v", 10, ["~g:a"])
+    assert await memory_backend.get("k") == b"v"
+    clock.advance(10)
+    assert await memory_backend.get("k") is None
+    assert await memory_backend.generations(["~g:a"]) == [None]  # put creates no counter
+
+
+async def test_secret_is_random_per_backend_and_kept_by_clear(clock):
+    backend = MemoryBackend(clock=clock)
+    secret = await backend.secret()
+    assert len(secret) == 32
+    await backend.clear()
+    assert await backend.secret() == secret
+    assert await MemoryBackend(clock=clock).secret() != secret

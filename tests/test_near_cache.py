@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from intelligent_cache import CacheManager, cache_config
+from intelligent_cache import BackendUnavailable, CacheManager, cache_config
 from intelligent_cache.backends import NearCache
 from intelligent_cache.backends.redis import RedisBackend
 from intelligent_cache.testing import FakeClock
@@ -167,3 +167,43 @@ async def test_resubscribes_after_redis_restarts() -> None:
                 await asyncio.sleep(0.05)
         finally:
             await a.aclose()
+
+
+async def test_an_entry_put_is_served_from_process_memory(pair: tuple[Instance, Instance, dict[str, int]]) -> None:
+    backend, near = pair[0].backend, pair[0].near
+    counters = ["~g:s:put", "~g:n:put"]
+    _, generations = await backend.fetch("GET:put", counters)  # the lookup of a miss
+    await backend.put("GET:put", b"entry", 60, counters)  # its computed response
+    before = near.hits
+    assert await backend.fetch("GET:put", counters) == (b"entry", generations)
+    assert near.hits == before + 1
+
+
+async def test_a_bump_deletes_in_redis_and_drops_the_copies_everywhere(
+    pair: tuple[Instance, Instance, dict[str, int]], redis_server: RedisServer
+) -> None:
+    a, b, _ = pair
+    await a.client.get("/items")
+    await b.client.get("/items")
+    assert (await b.client.get("/items")).headers["x-cache"] == "HIT"
+    raw = redis_server.client()
+    try:
+        assert raw.exists(a.backend.key_prefix + "~g:s:items") == 1
+        await a.client.post("/items")
+        assert raw.exists(a.backend.key_prefix + "~g:s:items") == 0
+    finally:
+        raw.close()
+    deadline = time.monotonic() + 5  # guards against a hang only: the bound is tested above
+    while "~g:s:items" in b.near._counters:
+        assert time.monotonic() < deadline, "the invalidation message never reached the other process"
+        await asyncio.sleep(0.005)
+    assert (await b.client.get("/items")).json() == {"version": 2}
+
+
+async def test_a_closed_backend_starts_no_subscription(redis_server: RedisServer) -> None:
+    near = NearCache()
+    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), near_cache=near)
+    await backend.aclose()
+    with pytest.raises(BackendUnavailable):
+        await backend.fetch("GET:items", ["~g:s:items"])
+    assert near._task is None

@@ -1,4 +1,6 @@
-"""Real Redis faults: down at start, killed, paused (SIGSTOP), pool exhaustion, a lost cluster primary.
+"""Real Redis faults: down at start, killed, paused (SIGSTOP), pool exhaustion, a lost cluster primary,
+error replies (which do not open the breaker) and closing with calls in flight. Redis at maxmemory
+is in test_redis_oom.py.
 
 Each test owns its redis-server (function scope) since it kills or pauses it.
 The example app is driven in process through httpx's ASGI transport. The only
@@ -8,17 +10,22 @@ timeout: bounded latency is the behaviour under test.
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.exceptions
+from fastapi import APIRouter, FastAPI
+from fastapi.testclient import TestClient
 
 from example_app.main import create_app
-from intelligent_cache import BackendUnavailable, CacheManager
+from intelligent_cache import BackendUnavailable, CachedRoute, CacheManager, cache_config
 from intelligent_cache.backends.redis import CircuitBreaker, RedisBackend, RedisClusterBackend
 from intelligent_cache.testing import FakeClock, cache_state
 from tests.conftest import unique_prefix
@@ -550,3 +557,162 @@ async def test_cluster_primary_killed_under_traffic() -> None:
     check_correct(recovered)
     assert after_kill > 20  # traffic kept flowing, uncached, while the cluster was down
     assert manager.stats.errors > 0
+
+
+# -- (i) error replies: Redis is up, the breaker stays closed ---------------------------------------------------
+
+
+class ReplyingClient:
+    """Stands in for redis.asyncio.Redis: every GET fails with the error given."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.error: Exception | None = redis.exceptions.OutOfMemoryError(
+            "command not allowed when used memory > 'maxmemory'."
+        )
+
+    async def get(self, key: str) -> bytes:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        return b"value"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.NoScriptError("No matching script."),
+    ],
+    ids=["oom", "wrongtype", "readonly", "noscript"],
+)
+async def test_error_replies_fail_the_call_but_do_not_open_the_breaker(clock: FakeClock, error: Exception) -> None:
+    client = ReplyingClient()
+    client.error = error
+    backend = RedisBackend(client=client, key_prefix="p:", clock=clock, failure_threshold=3, recovery_timeout=5)  # type: ignore[arg-type]
+    for _ in range(20):
+        with pytest.raises(type(error)):
+            await backend.get("GET:k")
+    assert client.calls == 20  # every call reached Redis
+    assert backend.breaker.state == "closed"
+    assert backend.breaker.failures == 0
+    assert backend.breaker.times_opened == 0
+
+
+async def test_an_error_reply_proves_redis_reachable(clock: FakeClock) -> None:
+    client = FlakyClient()
+    backend = RedisBackend(client=client, key_prefix="p:", clock=clock, failure_threshold=3, recovery_timeout=5)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(redis.ConnectionError):
+            await backend.get("GET:k")
+    assert backend.breaker.failures == 2
+    replying = ReplyingClient()
+    backend._client = replying
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        await backend.get("GET:k")
+    assert backend.breaker.failures == 0  # it answered: the count of unreachable calls starts again
+
+    backend._client = client
+    for _ in range(3):
+        with pytest.raises(redis.ConnectionError):
+            await backend.get("GET:k")
+    assert backend.breaker.state == "open"
+    clock.advance(5)
+    backend._client = replying
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        await backend.get("GET:k")  # the probe: an error reply, from a server that is up
+    assert backend.breaker.state == "closed"
+
+
+async def test_clusterdown_counts_toward_opening_the_breaker(clock: FakeClock) -> None:
+    client = ReplyingClient()
+    client.error = redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down")
+    backend = RedisBackend(client=client, key_prefix="p:", clock=clock, failure_threshold=3, recovery_timeout=5)  # type: ignore[arg-type]
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ClusterDownError):
+            await backend.get("GET:k")
+    assert backend.breaker.state == "open"  # the cluster as a whole is not serving
+
+
+async def test_wrongtype_under_a_key_does_not_open_the_breaker(server: RedisServer) -> None:
+    server.start()
+    backend = fault_backend(server.url)
+    raw = server.client()
+    try:
+        raw.hset(backend.key_prefix + "GET:hash", mapping={"not": "an entry"})
+        raw.set(backend.key_prefix + "GET:ok", b"fine")
+        for _ in range(10):
+            with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+                await backend.get("GET:hash")
+        assert backend.breaker.state == "closed"
+        assert await backend.get("GET:ok") == b"fine"
+    finally:
+        raw.close()
+        await backend.aclose()
+
+
+# -- (j) closing: nothing reconnects behind aclose() ---------------------------------------------------------------
+
+
+async def test_a_closed_backend_reopens_on_the_next_call(server: RedisServer) -> None:
+    server.start()
+    backend = fault_backend(server.url)
+    try:
+        await backend.set("GET:k", b"v", 60)
+        await backend.aclose()
+        assert await backend.get("GET:k") == b"v"  # new connections, same namespace
+    finally:
+        await backend.aclose()
+
+
+def test_an_app_started_twice_caches_both_times(server: RedisServer) -> None:
+    """A suite entering ``with TestClient(app)`` once per test restarts the app each time:
+    its backend, closed at each shutdown, must not leave the cache silently off."""
+    server.start()
+    app = FastAPI()
+    CacheManager(fault_backend(server.url)).init_app(app)
+    router = APIRouter(route_class=CachedRoute)
+
+    @router.get("/twice")
+    @cache_config(ttl_seconds=60)
+    async def twice():
+        return {"ok": True}
+
+    app.include_router(router)
+    seen = []
+    for _ in range(2):
+        with TestClient(app) as client:
+            seen.append([client.get("/twice").headers["x-cache"] for _ in range(2)])
+    assert seen == [["MISS", "HIT"], ["HIT", "HIT"]]
+
+
+def _leaks(caught: list[warnings.WarningMessage]) -> list[str]:
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+@pytest.mark.parametrize("kind", ["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+async def test_a_call_in_flight_at_aclose_finishes_and_leaks_nothing(kind: str, request: pytest.FixtureRequest) -> None:
+    """Cause of the flaky ``test_stale`` cluster cases: a background refresh's last call
+    (releasing its lock) was still in flight when the test closed the backend. Cut off,
+    it reconnected (the cluster client rediscovered the cluster) and left sockets open
+    that a later test's garbage collection reported as ResourceWarnings."""
+    backend: RedisBackend | RedisClusterBackend
+    if kind == "redis":
+        backend = RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=unique_prefix())
+    else:
+        nodes = request.getfixturevalue("redis_cluster").startup_nodes
+        backend = RedisClusterBackend(startup_nodes=nodes, key_prefix=unique_prefix())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        token = await backend.acquire_lock("~l:GET:items", 30)
+        assert token is not None
+        late = asyncio.create_task(backend.release_lock("~l:GET:items", token))
+        await asyncio.sleep(0)  # the release is on the wire
+        await backend.aclose()
+        await late  # it finished, before the connections closed
+        assert late.exception() is None
+        del late, backend
+        gc.collect()
+    assert _leaks(caught) == []

@@ -1,6 +1,33 @@
-"""What the Redis backends share: the redis-py import, key mapping, the breaker guard."""
+"""What the Redis backends share: the redis-py import, key mapping, the breaker guard.
 
+Generation counters in Redis (see :mod:`intelligent_cache.invalidation`):
+
+- a lookup (``fetch``) reads them with the entry in one ``MGET`` and creates
+  the missing ones with ``SET NX GET``: a random value, *provisional*
+  (``provisional_ttl``, 60 s by default), so that requests which store nothing
+  (404s, errors, anonymous scans of ids) leave nothing long-lived behind;
+- ``put`` stores an entry and, in the same pipeline, extends each of its
+  counters with ``PEXPIRE ... GT`` to the entry's lifetime (at most
+  ``generation_ttl``): a counter lives as long as the longest entry depending
+  on it, never much longer;
+- ``bump`` deletes them (``UNLINK``). Redis accepts deletions when it is out of
+  memory (``maxmemory`` with ``noeviction``) where it refuses ``INCR``, so an
+  acknowledged write always invalidates; the next lookup recreates the counter
+  with a fresh random value, which no stored entry remembers.
+
+Why no pre-write entry can become a HIT: an entry records the counter values
+a lookup saw *before* its computation read any data. A write bumps after it
+changed the data, so the value the entry recorded is deleted after the entry's
+data was read; from then on the counter is absent or holds a value drawn after
+the deletion, and such values are random 62-bit numbers, not continuations. A
+counter that expires or is evicted between the lookup and the ``put`` is the
+same case: ``PEXPIRE`` does not recreate it, and its next value is new.
+"""
+
+import asyncio
+import contextlib
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -12,11 +39,12 @@ try:
     from redis.asyncio.retry import Retry
     from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
+    from redis.exceptions import ClusterDownError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("RedisBackend needs redis-py: pip install 'fastapi-intelligent-cache[redis]'") from exc
 
-from ..exceptions import ConfigurationError
+from ..exceptions import BackendUnavailable, ConfigurationError
 from .base import CacheBackend, new_generation
 from .breaker import CircuitBreaker
 
@@ -25,6 +53,7 @@ __all__ = [
     "ClusterNode",
     "NoBackoff",
     "RedisConnectionError",
+    "ResponseError",
     "Retry",
     "Sentinel",
     "aioredis",
@@ -36,8 +65,26 @@ T = TypeVar("T")
 
 BATCH = 500
 INTERNAL_PREFIX = "~"
+# Keys of the namespace itself, not of its entries: clears keep them.
 STATS_KEY = "~s:stats"
+SECRET_KEY = "~k:secret"
+_KEPT_PREFIXES = ("~s:", "~k:")
+SECRET_BYTES = 32
+# A stored secret shorter than this is garbage (someone wrote the key by hand) and is replaced.
+MIN_SECRET_BYTES = 16
+# Longest wait, on close, for calls still in flight (each is bounded by the socket timeout anyway).
+CLOSE_PATIENCE = 5.0
+
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Replace a secret that is not a usable string, atomically, and return the one that holds.
+_REPAIR_SECRET = """
+if redis.call('type', KEYS[1])['ok'] == 'string' then
+  local current = redis.call('get', KEYS[1])
+  if string.len(current) >= tonumber(ARGV[2]) then return current end
+end
+redis.call('set', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
 
 
 def glob_escape(text: str) -> str:
@@ -60,6 +107,24 @@ def _generation(value: Any) -> int | None:
         return None
 
 
+def answered(exc: BaseException) -> bool:
+    """Whether an error is a reply of a reachable server (OOM, WRONGTYPE, NOSCRIPT...).
+
+    Such a call failed, but Redis is up: opening the circuit would also stop the
+    calls that still work (at maxmemory, reads of valid entries and the deletes
+    that invalidate them). The breaker is about reachability, so these do not
+    count toward opening it. ``CLUSTERDOWN`` is the exception: the cluster as a
+    whole is not serving, which is what the breaker is for.
+    """
+    return isinstance(exc, ResponseError) and not isinstance(exc, ClusterDownError)
+
+
+def _seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 1:
+        raise ConfigurationError(f"{name} must be a number of seconds, at least 1, got {value!r}")
+    return float(value)
+
+
 class RedisBase(CacheBackend):
     """What the single-server and the Cluster backends share."""
 
@@ -72,20 +137,26 @@ class RedisBase(CacheBackend):
         *,
         key_prefix: str,
         generation_ttl: float,
+        provisional_ttl: float,
         failure_threshold: int,
         recovery_timeout: float,
         clock: Callable[[], float],
     ) -> None:
         if not isinstance(key_prefix, str) or not key_prefix:
             raise ConfigurationError("key_prefix must be a non-empty string: it is the cache's namespace")
-        if generation_ttl < 1:
-            raise ConfigurationError("generation_ttl must be at least one second")
         self.key_prefix = key_prefix
         self._glob_prefix = glob_escape(key_prefix)
-        self.generation_ttl = int(generation_ttl)
+        self.generation_ttl = int(_seconds(generation_ttl, "generation_ttl"))
+        # A provisional counter never outlives what a store could extend it to.
+        self.provisional_ttl = min(_seconds(provisional_ttl, "provisional_ttl"), float(self.generation_ttl))
+        self._generation_ms = self.generation_ttl * 1000
+        self._provisional_ms = int(self.provisional_ttl * 1000)
         self.breaker = CircuitBreaker(
             failure_threshold=failure_threshold, recovery_timeout=recovery_timeout, clock=clock, name=self.name
         )
+        self._closed = False
+        self._in_flight = 0
+        self._drained: asyncio.Event | None = None
 
     # -- keys -------------------------------------------------------------------
 
@@ -99,21 +170,54 @@ class RedisBase(CacheBackend):
     def _physical_pattern(self, pattern: str) -> str:
         return self._glob_prefix + pattern
 
-    # -- the breaker around every call -------------------------------------------
+    # -- the breaker around every call, and closing -----------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendUnavailable(f"{self.name} backend is closed")
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        self._check_open()
         self.breaker.before_call()
+        self._in_flight += 1
         try:
             result = await call()
         except Exception as exc:
-            self.breaker.failed(exc)
+            if answered(exc):
+                if self.breaker.state != "closed" or self.breaker.failures:
+                    self.breaker.succeeded()
+            else:
+                self.breaker.failed(exc)
             raise
         except BaseException:
             self.breaker.abandoned()
             raise
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._drained is not None:
+                self._drained.set()
         if self.breaker.state != "closed" or self.breaker.failures:
             self.breaker.succeeded()
         return result
+
+    async def _stop_calls(self) -> None:
+        """Refuse new calls and let those in flight finish (bounded) before connections close.
+
+        A call still running when its connections are closed would reconnect
+        (redis-py retries, the cluster client rediscovers the cluster) and leave
+        sockets nobody closes.
+        """
+        self._closed = True
+        if self._in_flight:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_PATIENCE):
+                    await self._drained.wait()
+
+    def _reopen(self) -> None:
+        """End a close: calls are accepted again (they open new connections)."""
+        self._closed = False
+        self._drained = None
 
     # -- CacheBackend ---------------------------------------------------------------
 
@@ -124,6 +228,26 @@ class RedisBase(CacheBackend):
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         milliseconds = max(1, int(ttl * 1000))
         await self._guard(lambda: self._client.set(self._physical(key), value, px=milliseconds))
+
+    async def put(self, key: str, value: bytes, ttl: float, generation_keys: Sequence[str] = ()) -> None:
+        milliseconds = max(1, int(ttl * 1000))
+        if not generation_keys:
+            await self._guard(lambda: self._client.set(self._physical(key), value, px=milliseconds))
+            return
+        # Executed after the SET, so the counter's deadline is never before the entry's
+        # (unless capped by generation_ttl: such entries turn into misses after it).
+        keep = min(milliseconds, self._generation_ms)
+
+        async def run() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(self._physical(key), value, px=milliseconds)
+                for name in generation_keys:
+                    # GT: only ever lengthens (another entry may need it longer). An absent
+                    # counter (bumped, expired) stays absent: its next value will be new.
+                    pipe.pexpire(self._physical(name), keep, gt=True)
+                await pipe.execute()
+
+        await self._guard(run)
 
     async def delete(self, key: str) -> bool:
         return bool(await self._guard(lambda: self._client.unlink(self._physical(key))))
@@ -140,17 +264,29 @@ class RedisBase(CacheBackend):
                 generations[index] = value
         return raw, [g for g in generations if g is not None]
 
+    async def generations(self, generation_keys: Sequence[str]) -> list[int | None]:
+        if not generation_keys:
+            return []
+        names = [self._physical(name) for name in generation_keys]
+        values = await self._guard(lambda: self._mget(names))
+        return [_generation(value) for value in values]
+
     async def _create_generations(self, names: list[str]) -> list[int]:
         # SET NX GET: create the counter only if still absent and learn the value
-        # that won, so concurrent first readers agree on one snapshot.
+        # that won, so concurrent first readers agree on one snapshot. Refused when
+        # Redis is out of memory: the lookup fails and the request runs uncached.
         async with self._client.pipeline(transaction=False) as pipe:
             proposals = [new_generation() for _ in names]
             for name, proposal in zip(names, proposals, strict=True):
-                pipe.set(name, proposal, ex=self.generation_ttl, nx=True, get=True)
-            results = await pipe.execute()
+                pipe.set(name, proposal, px=self._provisional_ms, nx=True, get=True)
+            results = await pipe.execute(raise_on_error=False)
         values: list[int] = []
         repair: list[tuple[str, int]] = []
         for name, proposal, previous in zip(names, proposals, results, strict=True):
+            if isinstance(previous, Exception):
+                if "WRONGTYPE" not in str(previous):
+                    raise previous
+                previous = b"garbage"  # a hash or list under a counter's name: replace it
             if previous is None:
                 values.append(proposal)
                 continue
@@ -163,36 +299,87 @@ class RedisBase(CacheBackend):
         if repair:
             async with self._client.pipeline(transaction=False) as pipe:
                 for name, proposal in repair:
-                    pipe.set(name, proposal, ex=self.generation_ttl)
+                    pipe.set(name, proposal, px=self._provisional_ms)
                 await pipe.execute()
         return values
 
     async def bump(self, generation_keys: Sequence[str]) -> None:
-        async def run() -> None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for name in generation_keys:
-                    physical = self._physical(name)
-                    # A counter that expired or was evicted restarts from a random value,
-                    # never from 1: INCR alone would recreate values old entries remember.
-                    pipe.set(physical, new_generation(), ex=self.generation_ttl, nx=True)
-                    pipe.incr(physical)
-                    pipe.expire(physical, self.generation_ttl, nx=True)
-                await pipe.execute()
+        if not generation_keys:
+            return
+        names = [self._physical(name) for name in generation_keys]
+        # Delete, never INCR: deletions are served at maxmemory (noeviction), where
+        # INCR is refused while MGET still serves the entries it should invalidate.
+        # Garbage under a counter's name cannot make it fail either.
+        await self._guard(lambda: self._client.unlink(*names))
 
-        await self._guard(run)
+    async def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = await self._guard(self._shared_secret)
+        return self._secret
+
+    async def _shared_secret(self) -> bytes:
+        # One per namespace, created by whichever process asks first; never expires,
+        # and clear() keeps it (processes that cached it would otherwise disagree).
+        name = self._physical(SECRET_KEY)
+        proposal = secrets.token_bytes(SECRET_BYTES)
+        try:
+            # A plain GET first: it is served at maxmemory, where SET (even NX) is refused.
+            previous = await self._client.get(name)
+            if previous is None:
+                previous = await self._client.set(name, proposal, nx=True, get=True)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            previous = b""
+        if previous is None:
+            return proposal
+        if isinstance(previous, bytes) and len(previous) >= MIN_SECRET_BYTES:
+            return previous
+        held = await self._client.eval(_REPAIR_SECRET, 1, name, proposal, MIN_SECRET_BYTES)
+        return held if isinstance(held, bytes) else str(held).encode()
 
     async def add_counters(self, deltas: Mapping[str, int]) -> None:
+        if not deltas:
+            return
+        name = self._physical(STATS_KEY)
+
         async def run() -> None:
             async with self._client.pipeline(transaction=False) as pipe:
-                for name, amount in deltas.items():
-                    pipe.hincrby(self._physical(STATS_KEY), name, amount)
-                await pipe.execute()
+                for field, amount in deltas.items():
+                    pipe.hincrby(name, field, amount)
+                results = await pipe.execute(raise_on_error=False)
+            errors = [
+                (field, result) for field, result in zip(deltas, results, strict=True) if isinstance(result, Exception)
+            ]
+            if not errors:
+                return
+            if any("WRONGTYPE" in str(error) for _, error in errors):
+                # Not a hash at all: start it again (the counts it held are lost).
+                await self._client.unlink(name)
+                await self._client.hset(name, mapping=dict(deltas))
+                return
+            garbage = [field for field, error in errors if _garbage_field(error)]
+            if len(garbage) < len(errors):  # OOM, or anything else: fail (and count) this flush
+                raise next(error for field, error in errors if field not in garbage)
+            # A field that is not an integer (or would overflow) would fail every flush
+            # forever: overwrite it with this process's delta.
+            await self._client.hset(name, mapping={field: deltas[field] for field in garbage})
 
         await self._guard(run)
 
     async def read_counters(self) -> dict[str, int] | None:
-        raw = await self._guard(lambda: self._client.hgetall(self._physical(STATS_KEY)))
-        return {name.decode("utf-8", "replace"): int(value) for name, value in raw.items()}
+        try:
+            raw = await self._guard(lambda: self._client.hgetall(self._physical(STATS_KEY)))
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return {}  # garbage under the stats key; the next flush replaces it
+        counters: dict[str, int] = {}
+        for name, value in raw.items():
+            number = _generation(value)
+            if number is not None:  # a field someone set to garbage is skipped, then repaired
+                counters[name.decode("utf-8", "replace")] = number
+        return counters
 
     async def acquire_lock(self, name: str, ttl: float) -> str | None:
         token = secrets.token_hex(8)
@@ -228,11 +415,12 @@ class RedisBase(CacheBackend):
         return self._logical(physical)
 
     def clearable(self, physical: bytes) -> bool:
-        """Whether a clear may delete this key: everything in the namespace but the shared stats."""
-        return not self._logical(physical).startswith(STATS_KEY)
+        """Whether a clear may delete this key: everything in the namespace but the shared stats and secret."""
+        return not self._logical(physical).startswith(_KEPT_PREFIXES)
 
     async def ping(self) -> None:
         # Not guarded: health checks must see Redis itself, not the breaker.
+        self._check_open()
         await self._client.ping()
 
     def info(self) -> dict[str, Any]:
@@ -240,3 +428,8 @@ class RedisBase(CacheBackend):
 
     async def _mget(self, names: list[str]) -> list[Any]:
         raise NotImplementedError
+
+
+def _garbage_field(error: Exception) -> bool:
+    text = str(error)
+    return "not an integer" in text or "overflow" in text

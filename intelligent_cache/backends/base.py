@@ -59,7 +59,9 @@ class CacheBackend(abc.ABC):
         """Read ``key`` and the current value of each generation counter.
 
         Missing counters are created with :func:`new_generation` (only if still
-        absent) and their stored value is returned.
+        absent) and their stored value is returned; a counter holding garbage
+        counts as missing and is replaced. A backend whose counters expire
+        creates them provisional (short-lived, see :meth:`put`).
         """
 
     @abc.abstractmethod
@@ -80,7 +82,7 @@ class CacheBackend(abc.ABC):
         await self.set(key, value, ttl)
 
     async def generations(self, generation_keys: Sequence[str]) -> list[int | None]:
-        """The current value of each counter, ``None`` where absent; creates nothing.
+        """The current value of each counter, ``None`` where absent (or unreadable); creates nothing.
 
         Used to tell whether a listed entry is still valid. The default knows
         nothing (every value ``None``, read as "unknown").

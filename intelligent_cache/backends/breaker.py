@@ -19,6 +19,10 @@ class CircuitBreaker:
     :class:`BackendUnavailable` until ``recovery_timeout`` has passed.
     ``half-open``: one probe call goes through; success closes the breaker,
     failure opens it again. State changes are logged once each.
+
+    What counts as a failure is the caller's call: the Redis backends report
+    only failures to reach Redis (connection errors, timeouts, ``CLUSTERDOWN``),
+    not error replies such as ``OOM``, which a reachable server sends.
     """
 
     def __init__(

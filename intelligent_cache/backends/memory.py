@@ -126,8 +126,14 @@ class MemoryBackend(CacheBackend):
         return value
 
     async def bump(self, generation_keys: Sequence[str]) -> None:
+        # In process nothing can refuse an increment, so counters are incremented
+        # (a missing one is created first, from a random value, then incremented).
         for name in generation_keys:
             self._generations[name] = self._generation(name) + 1
+
+    async def generations(self, generation_keys: Sequence[str]) -> list[int | None]:
+        # A plain read: it neither creates counters nor refreshes their LRU position.
+        return [self._generations.get(name) for name in generation_keys]
 
     async def scan(
         self, pattern: str = "*", cursor: int = 0, count: int = 100

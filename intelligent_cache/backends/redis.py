@@ -4,12 +4,15 @@ Both use redis-py's asyncio client with one connection pool. Every key lives
 under ``key_prefix`` (default ``"ic:"``); clearing scans that namespace with
 ``SCAN`` and deletes with ``UNLINK`` in batches, so other applications' keys in
 the same database are never touched. Values are the raw msgpack bytes of the
-entries; TTLs are set in the same command as the value.
+entries; TTLs are set in the same command as the value. How invalidation
+counters live and die (provisional on lookup, extended by stores, deleted by
+writes) is described in :mod:`._redis_common`.
 
 A circuit breaker (:mod:`.breaker`) guards every call: after ``failure_threshold`` consecutive
-failures it stops calling Redis for ``recovery_timeout`` seconds (requests run
+failures to reach Redis it stops calling it for ``recovery_timeout`` seconds (requests run
 uncached at full speed instead of each waiting for a socket timeout), then lets
-one probe through and closes again once Redis answers.
+one probe through and closes again once Redis answers. Error replies (``OOM``
+at maxmemory, ``WRONGTYPE``...) fail their call but do not count: Redis is up.
 """
 
 import time
@@ -18,7 +21,17 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError
-from ._redis_common import BATCH, INTERNAL_PREFIX, NoBackoff, RedisBase, RedisConnectionError, Retry, Sentinel, aioredis
+from ._redis_common import (
+    BATCH,
+    INTERNAL_PREFIX,
+    NoBackoff,
+    RedisBase,
+    RedisConnectionError,
+    ResponseError,
+    Retry,
+    Sentinel,
+    aioredis,
+)
 from .breaker import CircuitBreaker
 from .near import NearCache
 from .redis_cluster import RedisClusterBackend, _slot_tag  # noqa: F401 - the key layout, importable from here too
@@ -41,10 +54,16 @@ class RedisBackend(RedisBase):
         key_prefix: the namespace of every key this cache writes.
         client: an existing ``redis.asyncio.Redis`` to use instead (the backend
             will not close it; its own timeouts apply).
-        generation_ttl: seconds an invalidation counter lives after it is
-            created (at least 1). When one expires, the entries depending on it
-            read as misses and are computed again: safe, and once per counter
-            per ``generation_ttl`` (7 days by default).
+        generation_ttl: the longest a store extends an invalidation counter's
+            life (seconds, at least 1; 7 days by default). A counter lives as
+            long as the longest-lived entry depending on it, up to this; an
+            entry kept longer reads as a miss after it and is computed again.
+        provisional_ttl: seconds a counter created by a lookup lives unless an
+            entry depending on it is stored (at least 1, at most
+            ``generation_ttl``; 60 by default), so that traffic which stores
+            nothing (404s, errors) leaves no long-lived keys behind. Longer
+            than a response takes to compute: an entry whose counter expired
+            before it was stored reads as a miss.
         failure_threshold: consecutive failures that open the circuit breaker.
         recovery_timeout: seconds the breaker stays open before probing.
         near_cache: an in-process :class:`NearCache` in front of Redis: HITs
@@ -68,6 +87,7 @@ class RedisBackend(RedisBase):
         key_prefix: str = "ic:",
         client: "aioredis.Redis | None" = None,
         generation_ttl: float = 7 * 24 * 3600,
+        provisional_ttl: float = 60,
         failure_threshold: int = 3,
         recovery_timeout: float = 5.0,
         near_cache: NearCache | None = None,
@@ -76,6 +96,7 @@ class RedisBackend(RedisBase):
         super().__init__(
             key_prefix=key_prefix,
             generation_ttl=generation_ttl,
+            provisional_ttl=provisional_ttl,
             failure_threshold=failure_threshold,
             recovery_timeout=recovery_timeout,
             clock=clock,
@@ -114,6 +135,7 @@ class RedisBackend(RedisBase):
         near = self.near
         if near is None:
             return await super().fetch(key, generation_keys)
+        self._check_open()  # a closed backend starts no subscription
         near.start(self._client, self._channel)
         found = near.lookup(key, generation_keys)
         if found is not None:
@@ -125,6 +147,11 @@ class RedisBackend(RedisBase):
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await super().set(key, value, ttl)
+        if self.near is not None:
+            self.near.keep(key, value)
+
+    async def put(self, key: str, value: bytes, ttl: float, generation_keys: Sequence[str] = ()) -> None:
+        await super().put(key, value, ttl, generation_keys)
         if self.near is not None:
             self.near.keep(key, value)
 
@@ -195,6 +222,8 @@ class RedisBackend(RedisBase):
                 try:
                     await connection.send_packed_command(connection.pack_command("MGET", *names), check_health=False)
                     return list(await connection.read_response())
+                except ResponseError:
+                    raise  # an error reply: the connection is still in step
                 except RedisConnectionError:
                     await connection.disconnect()
                     # A pooled connection the server closed (restart, idle timeout)
@@ -244,8 +273,16 @@ class RedisBackend(RedisBase):
         return entries
 
     async def aclose(self) -> None:
+        """Close the connections (a borrowed ``client`` stays open).
+
+        Calls in flight are let finish first, briefly, so that none reconnects
+        behind the close, and no call starts while it closes. A later call
+        opens new connections: an app may be started again (a test suite
+        entering ``TestClient(app)`` once per test does).
+        """
         if self.near is not None:
             await self.near.aclose()
+        await self._stop_calls()
         if self._owns_client:
             await self._client.aclose()
             if self._client.connection_pool is not None:
@@ -253,3 +290,4 @@ class RedisBackend(RedisBase):
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
+        self._reopen()

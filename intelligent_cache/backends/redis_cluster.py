@@ -28,11 +28,15 @@ def _slot_tag(key: str) -> str | None:
 
     It is the first path segment: ``GET:spaces:1:items`` and ``~g:s:spaces:1``
     both map to ``spaces`` (the root path maps to ``/``). Tag counters get
-    ``t:<tag>``; other keys (manual values) get none.
+    ``t:<tag>``; the namespace's secret (``~k:secret``) gets ``k:secret``, a slot
+    of its own that depends on nothing but the prefix; other keys (manual
+    values, the stats hash) get none.
     """
     parts = key.split(":", 3)
     tag: str | None = None
-    if parts[0] == "~g":
+    if parts[0] == "~k":
+        tag = key[1:]
+    elif parts[0] == "~g":
         if len(parts) >= 2:
             tag = key[3:] if parts[1] == "t" else (parts[2] if len(parts) > 2 and parts[2] else "/")
     elif parts[0] == "GET":
@@ -74,6 +78,7 @@ class RedisClusterBackend(RedisBase):
         key_prefix: str = "ic:",
         client: "AsyncRedisCluster | None" = None,
         generation_ttl: float = 7 * 24 * 3600,
+        provisional_ttl: float = 60,
         failure_threshold: int = 3,
         recovery_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -81,6 +86,7 @@ class RedisClusterBackend(RedisBase):
         super().__init__(
             key_prefix=key_prefix,
             generation_ttl=generation_ttl,
+            provisional_ttl=provisional_ttl,
             failure_threshold=failure_threshold,
             recovery_timeout=recovery_timeout,
             clock=clock,
@@ -126,6 +132,7 @@ class RedisClusterBackend(RedisBase):
         return text
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
+        self._check_open()
         if not self._initialized:
             await self._initialize()
         return await super()._guard(call)
@@ -200,5 +207,14 @@ class RedisClusterBackend(RedisBase):
         return await self._guard(run)
 
     async def aclose(self) -> None:
+        """Close the connections (a borrowed ``client`` stays open).
+
+        As for :meth:`RedisBackend.aclose`: calls in flight finish first, since
+        one cut off would make the cluster client rediscover the cluster and
+        open connections behind the close; a later call rediscovers it.
+        """
+        await self._stop_calls()
         if self._owns_client:
             await self._client.aclose()
+        self._initialized = False
+        self._reopen()
