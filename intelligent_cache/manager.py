@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
 
+from .admin import AdminOptions, admin_router
 from .backends.base import CacheBackend
 from .backends.failopen import FailOpenBackend
 from .backends.memory import MemoryBackend
@@ -108,8 +109,6 @@ class CacheManager(AttachedCache):
             raise ConfigurationError(f"default_ttl must be a positive number, got {default_ttl!r}")
         if isinstance(max_response_size, bool) or not isinstance(max_response_size, int) or max_response_size <= 0:
             raise ConfigurationError(f"max_response_size must be a positive integer, got {max_response_size!r}")
-        if not admin_prefix.startswith("/") or admin_prefix.endswith("/"):
-            raise ConfigurationError("admin_prefix must start with '/' and not end with one")
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float) or not 0 < lock_timeout < 3600:
             raise ConfigurationError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
         if isinstance(invalidation_exclude_paths, str) or not all(
@@ -123,10 +122,13 @@ class CacheManager(AttachedCache):
         self.default_ttl = float(default_ttl)
         self.enabled = bool(enabled)
         self.include_admin_routes = include_admin_routes
-        self.admin_dependencies = list(admin_dependencies or ())
-        self.admin_auth_dependency = admin_auth_dependency
-        self.allow_unauthenticated_admin = allow_unauthenticated_admin
-        self.admin_prefix = admin_prefix
+        #: The admin router's settings, given here for convenience.
+        self.admin = AdminOptions(
+            dependencies=tuple(admin_dependencies or ()),
+            auth_dependency=admin_auth_dependency,
+            allow_unauthenticated=allow_unauthenticated_admin,
+            prefix=admin_prefix,
+        )
         self.max_response_size = max_response_size
         if isinstance(stats_flush_interval, bool) or not isinstance(stats_flush_interval, int | float):
             raise ConfigurationError("stats_flush_interval must be a number of seconds")
@@ -175,9 +177,7 @@ class CacheManager(AttachedCache):
         app.router.route_class = CachedRoute
         self._wrap_lifespan(app)
         if self.include_admin_routes:
-            from .admin import admin_router
-
-            app.include_router(admin_router(self), prefix=self.admin_prefix)
+            app.include_router(admin_router(self), prefix=self.admin.prefix)
         return self
 
     def _wrap_lifespan(self, app: FastAPI) -> None:

@@ -13,22 +13,25 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from ..backends.base import CacheBackend
 from ..config import invalidates
 from ..entry import CachedResponse, VaryIndex, decode
-from ..exceptions import BackendError, ConfigurationError, CorruptEntryError
+from ..exceptions import BackendError, CorruptEntryError
 from ..invalidation import INTERNAL_PREFIX, generation_keys
-from ..manager import CacheManager
 from ..service import MAX_PATTERN_LENGTH
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render as render_metrics
+from .options import AdminOptions
+
+if TYPE_CHECKING:  # the manager imports this module
+    from ..manager import CacheManager
 
 __all__ = ["admin_router"]
 
@@ -149,22 +152,19 @@ async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, st
     return found
 
 
-def admin_router(manager: CacheManager) -> APIRouter:
+def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -> APIRouter:
     """Build the admin API router for ``manager``.
+
+    Args:
+        options: how the routes are protected; the manager's ``admin_*``
+            settings if omitted.
 
     Raises:
         ConfigurationError: no auth dependency was configured and
-            ``allow_unauthenticated_admin`` is not set.
+            unauthenticated access is not allowed.
     """
-    dependencies = list(manager.admin_dependencies)
-    if manager.admin_auth_dependency is not None:
-        dependencies.append(Depends(manager.admin_auth_dependency))
+    dependencies = (options or manager.admin).route_dependencies()
     if not dependencies:
-        if not manager.allow_unauthenticated_admin:
-            raise ConfigurationError(
-                "admin routes need authentication: pass admin_dependencies=[Depends(...)] or "
-                "admin_auth_dependency=..., or allow_unauthenticated_admin=True for a trusted network"
-            )
         logger.warning("intelligent-cache admin routes are mounted WITHOUT authentication")
     router = APIRouter(dependencies=dependencies, tags=["cache admin"])
     service = manager.service()
