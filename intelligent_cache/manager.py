@@ -187,6 +187,8 @@ class CacheManager(AttachedCache):
         async def lifespan(app_: Any) -> AsyncIterator[Any]:
             # Routes may have been added since init_app: refuse to start with one the cache cannot see.
             check_app_routes(app)
+            self.backend.reopen()  # closed by a previous shutdown of this app, if any
+            await self.io.secret()  # fetched now rather than by the first request (a failure is logged)
             flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
             try:
                 async with original(app_) as state:

@@ -656,14 +656,27 @@ async def test_wrongtype_under_a_key_does_not_open_the_breaker(server: RedisServ
 # -- (j) closing: nothing reconnects behind aclose() ---------------------------------------------------------------
 
 
-async def test_a_closed_backend_reopens_on_the_next_call(server: RedisServer) -> None:
+async def test_a_closed_backend_refuses_calls_until_reopened(server: RedisServer) -> None:
     server.start()
     backend = fault_backend(server.url)
+    raw = server.client()
     try:
         await backend.set("GET:k", b"v", 60)
         await backend.aclose()
+        before = {int(c["id"]) for c in raw.client_list()}
+        for call in (
+            backend.get("GET:k"),
+            backend.fetch("GET:k", ["~g:s:k"]),
+            backend.bump(["~g:s:k"]),
+            backend.secret(),
+        ):
+            with pytest.raises(BackendUnavailable, match="closed"):
+                await call
+        assert {int(c["id"]) for c in raw.client_list()} <= before  # nothing reconnected behind the close
+        backend.reopen()
         assert await backend.get("GET:k") == b"v"  # new connections, same namespace
     finally:
+        raw.close()
         await backend.aclose()
 
 

@@ -49,21 +49,21 @@ def retained_growth(client: TestClient, requests: list[str]) -> int:
 
 
 def test_unique_long_query_strings_cost_no_more_than_the_budget():
-    """6,000 unique 8 KiB query strings against a 4 MiB backend: memos must not hold 32 MiB of them."""
-    app, backend = budget_app(4 * MIB)
+    """2,000 unique 8 KiB query strings against a 1 MiB backend: memos must not hold 16 MiB of them."""
+    app, backend = budget_app(1 * MIB)
     with TestClient(app) as client:
         client.get("/search?q=warm")
-        growth = retained_growth(client, [f"/search?q={index:06d}{'x' * 8186}" for index in range(6000)])
-        assert backend.size_bytes <= 4 * MIB
-    # The backend's 4 MiB (plus Python's own overhead for what it holds) and
-    # small bounded memos; before the memos were bounded this was ~33 MiB.
-    assert growth < 8 * MIB, f"{growth / MIB:.1f} MiB retained"
+        growth = retained_growth(client, [f"/search?q={index:06d}{'x' * 8186}" for index in range(2000)])
+        assert backend.size_bytes <= 1 * MIB
+    # The backend's 1 MiB (plus Python's own overhead for what it holds) and
+    # small bounded memos; before the memos were bounded this was ~17 MiB.
+    assert growth < 4 * MIB, f"{growth / MIB:.1f} MiB retained"
 
 
 def test_unique_long_paths_cost_no_more_than_the_budget():
-    app, backend = budget_app(2 * MIB)
+    app, backend = budget_app(512 * 1024)
     with TestClient(app) as client:
         client.get("/items/warm")
-        growth = retained_growth(client, [f"/items/{index:06d}{'y' * 4000}" for index in range(3000)])
-        assert backend.size_bytes <= 2 * MIB
-    assert growth < 6 * MIB, f"{growth / MIB:.1f} MiB retained"
+        growth = retained_growth(client, [f"/items/{index:06d}{'y' * 4000}" for index in range(1500)])
+        assert backend.size_bytes <= 512 * 1024
+    assert growth < 3 * MIB, f"{growth / MIB:.1f} MiB retained"

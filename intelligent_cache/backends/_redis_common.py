@@ -214,8 +214,8 @@ class RedisBase(CacheBackend):
                 async with asyncio.timeout(CLOSE_PATIENCE):
                     await self._drained.wait()
 
-    def _reopen(self) -> None:
-        """End a close: calls are accepted again (they open new connections)."""
+    def reopen(self) -> None:
+        """Accept calls again after :meth:`aclose` (they open new connections)."""
         self._closed = False
         self._drained = None
 

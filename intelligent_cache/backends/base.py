@@ -145,5 +145,12 @@ class CacheBackend(abc.ABC):
         """What health and stats show about this backend (name, breaker state...)."""
         return {"backend": self.name}
 
+    def reopen(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Accept calls again after :meth:`aclose`: called when an app using the backend starts.
+
+        A backend may refuse calls once closed (so that a late call opens no
+        connection nobody would close); an app started again reopens it.
+        """
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections. Called on application shutdown."""

@@ -276,9 +276,9 @@ class RedisBackend(RedisBase):
         """Close the connections (a borrowed ``client`` stays open).
 
         Calls in flight are let finish first, briefly, so that none reconnects
-        behind the close, and no call starts while it closes. A later call
-        opens new connections: an app may be started again (a test suite
-        entering ``TestClient(app)`` once per test does).
+        behind the close; calls made afterwards (a late background refresh)
+        raise :class:`BackendUnavailable` rather than open connections nobody
+        would close, until :meth:`reopen` (the app starting again) allows them.
         """
         if self.near is not None:
             await self.near.aclose()
@@ -290,4 +290,3 @@ class RedisBackend(RedisBase):
         if self._sentinel is not None:
             for sentinel in self._sentinel.sentinels:
                 await sentinel.aclose()
-        self._reopen()

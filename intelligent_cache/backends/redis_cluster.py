@@ -211,10 +211,9 @@ class RedisClusterBackend(RedisBase):
 
         As for :meth:`RedisBackend.aclose`: calls in flight finish first, since
         one cut off would make the cluster client rediscover the cluster and
-        open connections behind the close; a later call rediscovers it.
+        open connections behind the close; after :meth:`reopen` it rediscovers it.
         """
         await self._stop_calls()
         if self._owns_client:
             await self._client.aclose()
         self._initialized = False
-        self._reopen()
