@@ -49,21 +49,22 @@ def retained_growth(client: TestClient, requests: list[str]) -> int:
 
 
 def test_unique_long_query_strings_cost_no_more_than_the_budget():
-    """2,000 unique 8 KiB query strings against a 1 MiB backend: memos must not hold 16 MiB of them."""
-    app, backend = budget_app(1 * MIB)
+    """800 unique 8 KiB query strings against a 256 KiB backend: memos must not hold 6 MiB of them."""
+    app, backend = budget_app(256 * 1024)
     with TestClient(app) as client:
         client.get("/search?q=warm")
-        growth = retained_growth(client, [f"/search?q={index:06d}{'x' * 8186}" for index in range(2000)])
-        assert backend.size_bytes <= 1 * MIB
-    # The backend's 1 MiB (plus Python's own overhead for what it holds) and
-    # small bounded memos; before the memos were bounded this was ~17 MiB.
-    assert growth < 4 * MIB, f"{growth / MIB:.1f} MiB retained"
+        growth = retained_growth(client, [f"/search?q={index:06d}{'x' * 8186}" for index in range(800)])
+        assert backend.size_bytes <= 256 * 1024
+    # The backend's budget (plus Python's own overhead for what it holds) and
+    # small bounded memos; before the memos were bounded this was ~7 MiB.
+    assert growth < 2 * MIB, f"{growth / MIB:.1f} MiB retained"
 
 
 def test_unique_long_paths_cost_no_more_than_the_budget():
-    app, backend = budget_app(512 * 1024)
+    app, backend = budget_app(256 * 1024)
     with TestClient(app) as client:
         client.get("/items/warm")
-        growth = retained_growth(client, [f"/items/{index:06d}{'y' * 4000}" for index in range(1500)])
-        assert backend.size_bytes <= 512 * 1024
-    assert growth < 3 * MIB, f"{growth / MIB:.1f} MiB retained"
+        growth = retained_growth(client, [f"/items/{index:06d}{'y' * 4000}" for index in range(800)])
+        assert backend.size_bytes <= 256 * 1024
+    # Before the memos were bounded, each path was kept twice: ~6 MiB.
+    assert growth < 2 * MIB, f"{growth / MIB:.1f} MiB retained"
