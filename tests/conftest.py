@@ -53,6 +53,9 @@ BACKEND_KINDS = [
 async def make_backend(kind: str, request: pytest.FixtureRequest, clock: FakeClock, **options: object) -> CacheBackend:
     if kind == "memory":
         return MemoryBackend(clock=clock, **options)  # type: ignore[arg-type]
+    # Generous timeouts: these tests are about behaviour, not about a Redis slowed
+    # down by a shared, loaded machine (fault tests set their own, short ones).
+    options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **options}
     if kind == "redis":
         from intelligent_cache.backends.redis import RedisBackend
 

@@ -59,10 +59,11 @@ async def second_worker_backend(backend, kind: str, request: pytest.FixtureReque
     """Another Redis client on the same namespace as ``backend``: what a second worker process has."""
     from intelligent_cache.backends.redis import RedisBackend, RedisClusterBackend
 
+    timeouts = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}  # as conftest.make_backend's
     if kind == "redis":
-        return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix)
+        return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix, **timeouts)
     return RedisClusterBackend(
-        startup_nodes=request.getfixturevalue("redis_cluster").startup_nodes, key_prefix=backend.key_prefix
+        startup_nodes=request.getfixturevalue("redis_cluster").startup_nodes, key_prefix=backend.key_prefix, **timeouts
     )
 
 
