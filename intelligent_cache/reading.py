@@ -155,15 +155,14 @@ async def read_through(route: RouteState, request: Request, handler: Handler) ->
         revalidate=revalidate,
         origin=origin_of(scope),
     )
-    if directives.no_store:
-        ctx.skip = "no-store"
-    elif not plan.late:
-        served = await look_up(ctx)
-        if served is not None:
-            manager.stats.observe(route.template, ctx.outcome.stat, time.perf_counter() - ctx.started)
-            return served
     token = ACTIVE.set(ctx)
     try:
+        if directives.no_store:
+            ctx.skip = "no-store"
+        elif not plan.late:
+            served = await look_up(ctx)
+            if served is not None:
+                return served
         response = await handler(request)
         return await conclude(ctx, response)
     finally:
@@ -264,8 +263,7 @@ async def look_up(ctx: ReadContext) -> Response | None:
         refresh_later(ctx.request, manager, ctx.key)
         return serve(ctx, decision.entry, Outcome.STALE, "hit", "fwd=stale")
     if ctx.directives.only_if_cached:
-        gateway_timeout = _StoredResponse(504, [(b"content-length", b"0")], b"")
-        return ctx.answer(gateway_timeout, Outcome.SKIP, f"fwd={decision.forward}", reason="only-if-cached")
+        return ctx.answer(_gateway_timeout(), Outcome.SKIP, f"fwd={decision.forward}", reason="only-if-cached")
     return None
 
 
@@ -396,8 +394,7 @@ def on_error(ctx: ReadContext) -> Response | None:
     if decision.fallback and not ctx.directives.revalidate:
         return serve(ctx, decision.entry, Outcome.STALE, "hit", "fwd=stale", "detail=error")
     if must_revalidate(decision.entry.headers):
-        gateway_timeout = _StoredResponse(504, [(b"content-length", b"0")], b"")
-        return ctx.answer(gateway_timeout, Outcome.SKIP, "fwd=stale", reason="must-revalidate")
+        return ctx.answer(_gateway_timeout(), Outcome.SKIP, "fwd=stale", reason="must-revalidate")
     return None
 
 
@@ -479,6 +476,11 @@ def validator_matches(directives: RequestDirectives, headers: Any) -> bool:
         if name == b"etag":
             return bool(etag_matches(directives.if_none_match, value))
     return False
+
+
+def _gateway_timeout() -> Response:
+    """The empty 504 of a request the cache must answer but cannot (only-if-cached, must-revalidate)."""
+    return _StoredResponse(504, [(b"content-length", b"0")], b"")
 
 
 def _not_modified_headers(headers: Any) -> RawHeaders:
