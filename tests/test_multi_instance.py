@@ -42,12 +42,14 @@ class Deployment:
 
     def backend(self) -> CacheBackend:
         backend: CacheBackend
+        # Generous timeouts, as conftest.make_backend's: 0.5 s ones time out on a loaded machine.
+        timeouts = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
         if self.kind == "redis":
             server = self.request.getfixturevalue("redis_server")
-            backend = RedisBackend(server.url, key_prefix=self.prefix)
+            backend = RedisBackend(server.url, key_prefix=self.prefix, **timeouts)
         else:
             cluster = self.request.getfixturevalue("redis_cluster")
-            backend = RedisClusterBackend(startup_nodes=cluster.startup_nodes, key_prefix=self.prefix)
+            backend = RedisClusterBackend(startup_nodes=cluster.startup_nodes, key_prefix=self.prefix, **timeouts)
         self.backends.append(backend)
         return backend
 
