@@ -43,6 +43,10 @@ def unique_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:10]}:"
 
 
+# Generous timeouts: tests about behaviour, not about a Redis slowed down by a
+# shared, loaded machine (fault tests set their own, short ones).
+PATIENT = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+
 BACKEND_KINDS = [
     pytest.param("memory", id="memory"),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
@@ -53,9 +57,7 @@ BACKEND_KINDS = [
 async def make_backend(kind: str, request: pytest.FixtureRequest, clock: FakeClock, **options: object) -> CacheBackend:
     if kind == "memory":
         return MemoryBackend(clock=clock, **options)  # type: ignore[arg-type]
-    # Generous timeouts: these tests are about behaviour, not about a Redis slowed
-    # down by a shared, loaded machine (fault tests set their own, short ones).
-    options = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0, **options}
+    options = {**PATIENT, **options}
     if kind == "redis":
         from intelligent_cache.backends.redis import RedisBackend
 

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
 from intelligent_cache.testing import FakeClock, cache_state
-from tests.conftest import BACKEND_KINDS, make_backend
+from tests.conftest import BACKEND_KINDS, PATIENT, make_backend
 
 LOCK = "~l:GET:items"
 
@@ -38,9 +38,9 @@ def twin_of(backend: CacheBackend, request: pytest.FixtureRequest) -> CacheBacke
 
     if isinstance(backend, RedisClusterBackend):
         nodes = request.getfixturevalue("redis_cluster").startup_nodes
-        return RedisClusterBackend(startup_nodes=nodes, key_prefix=backend.key_prefix)
+        return RedisClusterBackend(startup_nodes=nodes, key_prefix=backend.key_prefix, **PATIENT)
     assert isinstance(backend, RedisBackend)
-    return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix)
+    return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix, **PATIENT)
 
 
 def is_redis(backend: CacheBackend) -> bool:

@@ -17,7 +17,7 @@ from fastapi import FastAPI, HTTPException
 from intelligent_cache import CacheManager, ConfigurationError, cache_config
 from intelligent_cache.backends.redis import RedisBackend, RedisClusterBackend
 from intelligent_cache.testing import cache_state
-from tests.conftest import unique_prefix
+from tests.conftest import PATIENT, unique_prefix
 from tests.redis_servers import RedisServer
 from tests.test_redis_backend import KINDS, Target
 
@@ -191,7 +191,7 @@ async def test_a_garbage_counter_and_one_write_do_not_disable_the_cache(redis_se
     """Reproduction: a counter set to garbage, then one write. The write's bump used to
     INCR the garbage, fail, be kept for replay, and block every later lookup of the process."""
     prefix = unique_prefix()
-    backend = RedisBackend(redis_server.url, key_prefix=prefix)
+    backend = RedisBackend(redis_server.url, key_prefix=prefix, **PATIENT)
     app = FastAPI()
     manager = CacheManager(backend).init_app(app)
     items = ["spoon"]
@@ -249,7 +249,7 @@ async def test_a_stats_key_of_the_wrong_type_is_replaced(backend: Any, raw: Any)
 
 async def test_manager_stats_flush_survives_garbage(redis_server: RedisServer) -> None:
     prefix = unique_prefix()
-    backend = RedisBackend(redis_server.url, key_prefix=prefix)
+    backend = RedisBackend(redis_server.url, key_prefix=prefix, **PATIENT)
     manager = CacheManager(backend)
     raw = redis_server.client()
     try:
@@ -343,7 +343,7 @@ async def test_anonymous_404s_leave_only_provisional_keys(redis_server: RedisSer
     """Reproduction: 2,000 GETs of ids that do not exist (404, never stored) used to
     leave 4,001 counters for generation_ttl (7 days)."""
     prefix = unique_prefix()
-    backend = RedisBackend(redis_server.url, key_prefix=prefix, provisional_ttl=30)
+    backend = RedisBackend(redis_server.url, key_prefix=prefix, provisional_ttl=30, **PATIENT)
     app, manager = items_app(backend)
     raw = redis_server.client()
     try:

@@ -40,7 +40,7 @@ from intelligent_cache.testing import (
     clear_cache,
     memory_manager,
 )
-from tests.conftest import unique_prefix
+from tests.conftest import PATIENT, unique_prefix
 from tests.redis_servers import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -539,8 +539,8 @@ async def test_tags_invalidated_by_a_worker_process_sharing_redis(redis_server: 
     from intelligent_cache.backends import RedisBackend
 
     prefix = unique_prefix()
-    app = tags.create_app(RedisBackend(redis_server.url, key_prefix=prefix))
-    worker = CacheManager(RedisBackend(redis_server.url, key_prefix=prefix))  # what the worker builds
+    app = tags.create_app(RedisBackend(redis_server.url, key_prefix=prefix, **PATIENT))
+    worker = CacheManager(RedisBackend(redis_server.url, key_prefix=prefix, **PATIENT))  # what the worker builds
     try:
         async with serve(app) as client:
             await warm(client, [*TAGGED, "/users/1/timeline?page=2"])

@@ -32,7 +32,7 @@ from intelligent_cache.config import invalidates
 from intelligent_cache.invalidation import invalidation_keys
 from intelligent_cache.keys import build_key
 from intelligent_cache.testing import FakeClock, cache_state
-from tests.conftest import BACKEND_KINDS, make_backend
+from tests.conftest import BACKEND_KINDS, PATIENT, make_backend
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 
@@ -868,9 +868,9 @@ async def twin_backend(kind: str, request: pytest.FixtureRequest, backend: Cache
     from intelligent_cache.backends.redis import RedisBackend, RedisClusterBackend
 
     if kind == "redis":
-        return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix)  # type: ignore[attr-defined]
+        return RedisBackend(request.getfixturevalue("redis_server").url, key_prefix=backend.key_prefix, **PATIENT)  # type: ignore[attr-defined]
     cluster = request.getfixturevalue("redis_cluster")
-    return RedisClusterBackend(startup_nodes=cluster.startup_nodes, key_prefix=backend.key_prefix)  # type: ignore[attr-defined]
+    return RedisClusterBackend(startup_nodes=cluster.startup_nodes, key_prefix=backend.key_prefix, **PATIENT)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("kind", [param for param in BACKEND_KINDS if param.values[0] != "memory"])

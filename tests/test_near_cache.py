@@ -12,7 +12,7 @@ from intelligent_cache import BackendUnavailable, CacheManager, cache_config
 from intelligent_cache.backends import NearCache
 from intelligent_cache.backends.redis import RedisBackend
 from intelligent_cache.testing import FakeClock
-from tests.conftest import unique_prefix
+from tests.conftest import PATIENT, unique_prefix
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -23,7 +23,7 @@ class Instance:
 
     def __init__(self, url: str, prefix: str, data: dict[str, int], near: NearCache) -> None:
         self.near = near
-        self.backend = RedisBackend(url, key_prefix=prefix, near_cache=near)
+        self.backend = RedisBackend(url, key_prefix=prefix, near_cache=near, **PATIENT)
         self.app = FastAPI()
         CacheManager(self.backend).init_app(self.app)
 
@@ -202,7 +202,7 @@ async def test_a_bump_deletes_in_redis_and_drops_the_copies_everywhere(
 
 async def test_a_closed_backend_starts_no_subscription(redis_server: RedisServer) -> None:
     near = NearCache()
-    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), near_cache=near)
+    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), near_cache=near, **PATIENT)
     await backend.aclose()
     with pytest.raises(BackendUnavailable):
         await backend.fetch("GET:items", ["~g:s:items"])

@@ -30,7 +30,7 @@ from intelligent_cache import CachedResponse, CacheManager, ConfigurationError, 
 from intelligent_cache.backends.redis import RedisBackend, RedisClusterBackend
 from intelligent_cache.entry import decode
 from intelligent_cache.testing import cache_state
-from tests.conftest import unique_prefix
+from tests.conftest import PATIENT, unique_prefix
 from tests.redis_servers import HOST, RedisCluster, RedisServer, _free_port, redis_server_binary
 
 pytestmark = pytest.mark.redis
@@ -62,8 +62,10 @@ class Target:
 
     def backend(self, key_prefix: str, **options: Any) -> RedisBackend | RedisClusterBackend:
         if self.kind == "redis":
-            return RedisBackend(self.server.url, key_prefix=key_prefix, **options)
-        return RedisClusterBackend(startup_nodes=self.cluster.startup_nodes, key_prefix=key_prefix, **options)
+            return RedisBackend(self.server.url, key_prefix=key_prefix, **{**PATIENT, **options})
+        return RedisClusterBackend(
+            startup_nodes=self.cluster.startup_nodes, key_prefix=key_prefix, **{**PATIENT, **options}
+        )
 
     def raw(self) -> "redis.Redis | redis.RedisCluster":
         """A raw client that routes keys (plain on one server, cluster-aware on a cluster)."""
@@ -252,7 +254,7 @@ async def test_entries_are_raw_msgpack_stored_with_their_ttl(target: Target) -> 
 
 async def test_cluster_keys_share_the_slot_of_their_first_path_segment(redis_cluster: RedisCluster) -> None:
     prefix = unique_prefix()
-    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=prefix)
+    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=prefix, **PATIENT)
     app = build_app(CacheManager(backend))
     target_nodes = [node.client() for node in redis_cluster.nodes]
     router = redis_cluster.client()
@@ -296,7 +298,7 @@ async def test_cluster_keys_share_the_slot_of_their_first_path_segment(redis_clu
 
 
 async def test_cluster_tagged_route_reads_across_slots(redis_cluster: RedisCluster) -> None:
-    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix())
+    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix(), **PATIENT)
     manager = CacheManager(backend)
     app = build_app(manager)
     try:
@@ -313,7 +315,7 @@ async def test_cluster_tagged_route_reads_across_slots(redis_cluster: RedisClust
 
 async def test_cold_cluster_backend_serves_a_concurrent_burst_without_errors(redis_cluster: RedisCluster) -> None:
     """The first requests after start-up arrive together; a healthy cluster must not fail them."""
-    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix())
+    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix(), **PATIENT)
     manager = CacheManager(backend)
     app = build_app(manager)
     try:
@@ -338,7 +340,7 @@ async def test_evicted_counter_recreated_by_a_write_does_not_revive_old_entries(
     recreates it, 5. the next read must not be served the pre-write list.
     """
     prefix = unique_prefix()
-    backend = RedisBackend(redis_server.url, key_prefix=prefix)
+    backend = RedisBackend(redis_server.url, key_prefix=prefix, **PATIENT)
     app = FastAPI()
     CacheManager(backend).init_app(app)
     items = ["spoon"]
@@ -376,7 +378,7 @@ async def test_an_expired_counter_turns_its_entries_into_misses(redis_server: Re
     """A counter created by a lookup lives provisional_ttl (capped by generation_ttl, 1 s
     here) unless a put extends it; when it goes, what depended on it is recomputed (never
     served with a counter value it did not see)."""
-    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), generation_ttl=1)
+    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), generation_ttl=1, **PATIENT)
     try:
         await backend.set("GET:items", b"entry", 60)
         _, first = await backend.fetch("GET:items", ["~g:s:items"])
@@ -399,7 +401,7 @@ async def test_an_expired_counter_turns_its_entries_into_misses(redis_server: Re
 
 async def test_sub_second_generation_ttl_is_rejected_or_works(redis_server: RedisServer) -> None:
     try:
-        backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), generation_ttl=0.5)
+        backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), generation_ttl=0.5, **PATIENT)
     except ConfigurationError:
         return
     try:
@@ -434,7 +436,7 @@ async def test_aclose_disconnects_an_owned_pool(redis_server: RedisServer) -> No
     raw = redis_server.client()
     raw.ping()
     before = {int(c["id"]) for c in raw.client_list()}
-    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix())
+    backend = RedisBackend(redis_server.url, key_prefix=unique_prefix(), **PATIENT)
     await asyncio.gather(*(backend.get(f"GET:k{i}") for i in range(5)))
     opened = {int(c["id"]) for c in raw.client_list()} - before
     assert opened  # the pool holds connections
@@ -591,7 +593,7 @@ def sentinel(tmp_path: Path) -> Iterator[Sentinel]:
 
 @contextlib.asynccontextmanager
 async def sentinel_backend(sentinel: Sentinel, prefix: str) -> AsyncIterator[RedisBackend]:
-    backend = RedisBackend(f"redis+sentinel://{HOST}:{sentinel.port}/mymaster/0", key_prefix=prefix)
+    backend = RedisBackend(f"redis+sentinel://{HOST}:{sentinel.port}/mymaster/0", key_prefix=prefix, **PATIENT)
     try:
         yield backend
     finally:
@@ -630,7 +632,7 @@ async def test_sentinel_url_serves_set_get_fetch(sentinel: Sentinel) -> None:
 
 async def test_sentinel_backend_aclose_closes_every_connection(sentinel: Sentinel) -> None:
     before = sentinel.other_client_ids()
-    backend = RedisBackend(f"redis+sentinel://{HOST}:{sentinel.port}/mymaster/0", key_prefix=unique_prefix())
+    backend = RedisBackend(f"redis+sentinel://{HOST}:{sentinel.port}/mymaster/0", key_prefix=unique_prefix(), **PATIENT)
     try:
         await backend.set("GET:items", b"v", 60)
         opened = sentinel.other_client_ids() - before
