@@ -11,7 +11,6 @@ locked or stored: the computed entry is only handed to this process's waiters.
 """
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .entry import CachedResponse, VaryIndex
 from .flights import Flight
+from .keys import fill_lock_name
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -42,11 +42,6 @@ class Claim:
     reason: str = "lock-timeout"
     _flight: tuple[Hashable, Flight[CachedResponse]] | None = None
     _lock: tuple[str, str] | None = None
-
-
-def _lock_name(key: str, generations: list[int]) -> str:
-    digest = hashlib.blake2b(",".join(map(str, generations)).encode(), digest_size=8).hexdigest()
-    return f"~l:{key}:{digest}"
 
 
 async def claim(
@@ -77,7 +72,7 @@ async def claim(
     if generations is None:
         held.reason = "backend-error"
         return held
-    lock = _lock_name(key, generations)
+    lock = fill_lock_name(key, generations)
     token = await manager.io.acquire_lock(lock)
     if token is None:
         waited, token = await _await_other_process(manager, key, generations, lock, variant)

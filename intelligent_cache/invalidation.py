@@ -26,26 +26,18 @@ counter of a path therefore starts with its first segment, which lets the
 Redis Cluster backend keep an entry and its counters in one hash slot.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from .keys import escape, hierarchy
+from .keys import counter_name, hierarchy, tag_counter_name
 
-__all__ = ["INTERNAL_PREFIX", "generation_keys", "invalidation_keys", "tag_keys"]
-
-# Counters (~g:) and locks (~l:) start with "~", which no entry key can: a
-# path part or key_prefix never starts with an unescaped "~".
-INTERNAL_PREFIX = "~"
-
-
-def _join(kind: str, segments: Sequence[str]) -> str:
-    return f"~g:{kind}" + "".join(f":{segment}" for segment in segments)
+__all__ = ["generation_keys", "invalidation_keys", "tag_keys"]
 
 
 def generation_keys(path: str, tags: Iterable[str] = ()) -> list[str]:
     """The counters an entry for ``path`` (with ``tags``) depends on."""
     segments = hierarchy(path)
-    keys = [_join("s", segments[:depth]) for depth in range(1, len(segments) + 1)]
-    keys.append(_join("n", segments))
+    keys = [counter_name("s", segments[:depth]) for depth in range(1, len(segments) + 1)]
+    keys.append(counter_name("n", segments))
     keys.extend(tag_keys(tags))
     return keys
 
@@ -54,12 +46,12 @@ def invalidation_keys(path: str) -> list[str]:
     """The counters a successful write to ``path`` bumps."""
     segments = hierarchy(path)
     if not segments:
-        return [_join("n", segments)]
-    keys = [_join("s", segments)]
-    keys.extend(_join("n", segments[:depth]) for depth in range(len(segments) - 1, 0, -1))
+        return [counter_name("n", segments)]
+    keys = [counter_name("s", segments)]
+    keys.extend(counter_name("n", segments[:depth]) for depth in range(len(segments) - 1, 0, -1))
     return keys
 
 
 def tag_keys(tags: Iterable[str]) -> list[str]:
     """The counters of ``tags``."""
-    return [f"~g:t:{escape(tag)}" for tag in tags]
+    return [tag_counter_name(tag) for tag in tags]

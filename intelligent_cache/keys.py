@@ -51,11 +51,16 @@ How:
 A sensitive value keys the same under the same ``secret`` and differently
 under another, so every process sharing a backend needs the same secret to
 share entries; :func:`looks_secret` tells names that conventionally carry
-credentials. :func:`compile_glob` (formerly :func:`glob_to_regex`) matches
-keys against Redis globs in at most ``len(pattern) * len(key)`` steps.
+credentials.
+
+Every other name the cache writes into a namespace is internal and starts
+with ``~`` (:data:`INTERNAL_PREFIX`), which no entry key can: the counters
+(``~g:``), locks (``~l:``), the shared stats hash, the key secret, the ping
+probe and the invalidation channel are all spelled here, and so is the rule
+that puts an entry and its counters in one Redis Cluster slot
+(:func:`slot_tag`).
 """
 
-import functools
 import hashlib
 import hmac
 import re
@@ -67,17 +72,26 @@ from .exceptions import ConfigurationError
 
 __all__ = [
     "CREDENTIAL_HEADERS",
+    "INTERNAL_PREFIX",
+    "INVALIDATION_CHANNEL",
     "MAX_KEY_LENGTH",
-    "GlobPattern",
+    "NAMESPACE_PREFIXES",
+    "PING_KEY",
+    "SECRET_KEY",
+    "STATS_KEY",
     "build_key",
     "canonical_query",
-    "compile_glob",
+    "counter_name",
     "escape",
     "extend_key",
-    "glob_to_regex",
+    "fill_lock_name",
     "hierarchy",
+    "is_internal",
     "looks_secret",
     "path_segments",
+    "refresh_lock_name",
+    "slot_tag",
+    "tag_counter_name",
 ]
 
 MAX_PART_LENGTH = 64
@@ -309,123 +323,72 @@ def hierarchy(path: str, max_depth: int = 16) -> list[str]:
     return segments
 
 
-# -- globs -----------------------------------------------------------------------------------------------
+# -- internal names ------------------------------------------------------------------------------------
+
+INTERNAL_PREFIX = "~"
+STATS_KEY = "~s:stats"
+SECRET_KEY = "~k:secret"
+PING_KEY = "~ping"
+INVALIDATION_CHANNEL = "~invalidations"
+# Keys of the namespace itself, not of its entries: clears keep them.
+NAMESPACE_PREFIXES = ("~s:", "~k:")
+_COUNTER = "~g:"
+_TAG_COUNTER = _COUNTER + "t:"
+_SECRET_HEAD = SECRET_KEY.split(":", 1)[0]
 
 
-def _class_char(char: str) -> str:
-    # Escape all but ASCII letters and digits: also "&&", "||", "~~" and "--", which Python may
-    # one day read as set operations (and warns about today).
-    return char if char.isascii() and char.isalnum() else "\\" + char
+def is_internal(key: str) -> bool:
+    """Whether ``key`` is one of the cache's own names rather than an entry or a stored value."""
+    return key.startswith(INTERNAL_PREFIX)
 
 
-def _glob_tokens(pattern: str) -> list[str | None]:
-    """The pattern as ``None`` (a star) or the regex of one character, following ``stringmatchlen``."""
-    tokens: list[str | None] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        char = pattern[i]
-        if char == "*":
-            tokens.append(None)
-        elif char == "?":
-            tokens.append(".")
-        elif char == "\\" and i + 1 < n:
-            i += 1
-            tokens.append(re.escape(pattern[i]))
-        elif char == "[":
-            i += 1
-            negate = i < n and pattern[i] == "^"
-            if negate:
-                i += 1
-            members: list[str] = []
-            while i < n and pattern[i] != "]":
-                if pattern[i] == "\\" and i + 1 < n:
-                    members.append(_class_char(pattern[i + 1]))
-                    i += 2
-                elif i + 2 < n and pattern[i + 1] == "-":
-                    low, high = sorted((pattern[i], pattern[i + 2]))
-                    members.append(f"{_class_char(low)}-{_class_char(high)}")
-                    i += 3
-                else:
-                    members.append(_class_char(pattern[i]))
-                    i += 1
-            if members:
-                tokens.append(f"[{'^' if negate else ''}{''.join(members)}]")
-            else:
-                tokens.append("." if negate else "(?!)")  # "[^]" is any character, "[]" none
-        else:
-            tokens.append(re.escape(char))
-        i += 1
-    return tokens
+def counter_name(kind: str, segments: Iterable[str]) -> str:
+    """The invalidation counter of kind ``kind`` (``s`` subtree, ``n`` node) for escaped ``segments``."""
+    return f"{_COUNTER}{kind}" + "".join(f":{segment}" for segment in segments)
 
 
-def _segment(tokens: list[str]) -> tuple[re.Pattern[str], int]:
-    # One character per token, no quantifier: a match attempt is at most len(tokens) steps.
-    return re.compile("".join(tokens), re.DOTALL), len(tokens)
+def tag_counter_name(tag: str) -> str:
+    """The invalidation counter of ``tag``."""
+    return _TAG_COUNTER + escape(tag)
 
 
-class GlobPattern:
-    """A Redis-style glob compiled for matching in polynomial time.
+def fill_lock_name(key: str, generations: Iterable[int]) -> str:
+    """The cross-process lock of one computation of ``key`` at the counters ``generations``.
 
-    The pattern is cut at its stars into segments of one-character tokens
-    (literal, ``?``, class), each a fixed length: the first must match at the
-    start, the last at the end, and the ones between are found leftmost-first
-    in order, which is optimal since a star absorbs any gap. ``fullmatch``
-    therefore costs at most ``len(pattern) * len(text)`` steps, where a
-    backtracking regex for ``*a*a*a*a*b`` is exponential.
+    The counters are part of the name, so a request that follows a write never
+    waits behind a computation that started before it.
     """
-
-    __slots__ = ("_exact", "_head", "_middle", "_min_length", "_tail", "pattern")
-
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        segments: list[list[str]] = [[]]
-        for token in _glob_tokens(pattern):
-            if token is None:
-                segments.append([])
-            else:
-                segments[-1].append(token)
-        self._min_length = sum(len(segment) for segment in segments)
-        self._head = _segment(segments[0])
-        self._exact = self._head[0] if len(segments) == 1 else None
-        self._tail = self._head if len(segments) == 1 else _segment(segments[-1])
-        self._middle = [_segment(segment) for segment in segments[1:-1] if segment]
-
-    def fullmatch(self, text: str) -> bool:
-        """Whether the whole of ``text`` matches the glob."""
-        if len(text) < self._min_length:
-            return False
-        if self._exact is not None:
-            return self._exact.fullmatch(text) is not None
-        (head, head_length), (tail, tail_length) = self._head, self._tail
-        end = len(text) - tail_length
-        if head_length and head.match(text) is None:
-            return False
-        if tail_length and tail.match(text, end) is None:
-            return False
-        start = head_length
-        for regex, _length in self._middle:
-            found = regex.search(text, start, end)
-            if found is None:
-                return False
-            start = found.end()
-        return True
-
-    def __repr__(self) -> str:
-        return f"GlobPattern({self.pattern!r})"
+    digest = hashlib.blake2b(",".join(map(str, generations)).encode(), digest_size=8).hexdigest()
+    return f"~l:f:{key}:{digest}"
 
 
-@functools.lru_cache(maxsize=256)
-def compile_glob(pattern: str) -> GlobPattern:
-    """Compile a Redis-style glob exactly as Redis matches it (``stringmatchlen``).
+def refresh_lock_name(key: str) -> str:
+    """The cross-process lock of the background refresh of ``key``."""
+    return f"~l:r:{key}"
 
-    ``*`` and ``?``; ``[abc]``, ``[^abc]``, ``[a-z]`` (reversed ranges swap,
-    ``\\x`` escapes inside a class, an unterminated class ends with the
-    pattern); ``\\x`` outside a class is a literal ``x``. Never raises, and
-    matching takes polynomial time whatever the pattern (see :class:`GlobPattern`).
+
+def slot_tag(key: str) -> str | None:
+    """The Redis Cluster hash tag that keeps an entry and its path counters in one slot.
+
+    It is the first path segment: ``GET:spaces:1:items`` and ``~g:s:spaces:1``
+    both map to ``spaces`` (the root path maps to ``/``). Tag counters get
+    ``t:<tag>``; the namespace's secret gets ``k:secret``, a slot of its own
+    that depends on nothing but the prefix; other keys (locks, manual values,
+    the stats hash) get none.
     """
-    return GlobPattern(pattern)
-
-
-def glob_to_regex(pattern: str) -> GlobPattern:
-    """:func:`compile_glob` under its former name: the result has ``fullmatch(text)``, like a regex."""
-    return compile_glob(pattern)
+    parts = key.split(":", 3)
+    tag: str | None = None
+    if parts[0] == _SECRET_HEAD:
+        tag = key[1:]
+    elif key.startswith(_TAG_COUNTER):
+        tag = key[len(_COUNTER) :]
+    elif key.startswith(_COUNTER):
+        tag = (parts[2] if len(parts) > 2 else "") or "/"
+    elif parts[0] == "GET":
+        tag = (parts[1] if len(parts) > 1 else "") or "/"
+    elif len(parts) > 2 and parts[1] == "GET":
+        tag = parts[2] or "/"
+    # Keys the cache builds escape braces; a hand-made key with braces keeps its own hashing.
+    if tag is None or "{" in tag or "}" in tag:
+        return None
+    return tag

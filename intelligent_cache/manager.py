@@ -18,6 +18,7 @@ from .backends.memory import MemoryBackend
 from .entry import CachedResponse
 from .exceptions import ConfigurationError, NoCacheManager
 from .flights import FlightGroup
+from .keys import refresh_lock_name
 from .route import CachedRoute
 from .routecheck import check_app_routes
 from .scope import STATE_ATTRIBUTE, AttachedCache, manager_from_scope
@@ -259,13 +260,13 @@ class CacheManager(AttachedCache):
 
         async def run() -> None:
             try:
-                token = await self.io.acquire_lock("~l:r:" + key)
+                token = await self.io.acquire_lock(refresh_lock_name(key))
                 if token is None:  # another process refreshes it
                     return
                 try:
                     await refresh()
                 finally:
-                    await self.io.release_lock("~l:r:" + key, token)
+                    await self.io.release_lock(refresh_lock_name(key), token)
             except Exception as exc:
                 self.stats.refresh_errors += 1
                 logger.warning("background refresh of %s failed: %r", key, exc)

@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Any
 
 from .entry import CachedResponse, encode, encode_value
 from .exceptions import BackendError
-from .invalidation import INTERNAL_PREFIX, invalidation_keys, tag_keys
+from .invalidation import invalidation_keys, tag_keys
+from .keys import INTERNAL_PREFIX, is_internal
 from .stats import summarize
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ MAX_PATTERN_LENGTH = 1024
 def _check_key(key: str) -> str:
     if not isinstance(key, str) or not key or len(key) > 4096:
         raise ValueError("a cache key is a non-empty string of at most 4096 characters")
-    if key.startswith(INTERNAL_PREFIX):
+    if is_internal(key):
         raise ValueError(f"keys starting with {INTERNAL_PREFIX!r} are reserved")
     return key
 
@@ -95,7 +96,7 @@ class CacheService:
         cursor = 0
         while True:
             cursor, page = await self._call("scan", self._manager.backend.scan(pattern, cursor, min(limit, 1000)))
-            keys.extend(key for key, _ in page if not key.startswith(INTERNAL_PREFIX))
+            keys.extend(key for key, _ in page if not is_internal(key))
             if cursor == 0 or len(keys) >= limit:
                 return keys[:limit]
 

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.datastructures import QueryParams
 
-from intelligent_cache.keys import MAX_KEY_LENGTH, build_key, glob_to_regex
+from intelligent_cache.globs import glob_to_regex
+from intelligent_cache.keys import MAX_KEY_LENGTH, build_key
 
 # Characters that would turn a key into a glob (or a Redis hash tag) if left unescaped.
 GLOB_CHARS = frozenset("*?[]")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from intelligent_cache.keys import GlobPattern, compile_glob, glob_to_regex
+from intelligent_cache.globs import GlobPattern, compile_glob, glob_to_regex
 
 DIFFERENTIAL = settings(
     max_examples=1500, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -182,7 +182,7 @@ def test_pathological_patterns_do_not_hang():
     # A hang detector with a bound no healthy run comes near: the former regex took hours on these.
     script = textwrap.dedent(
         f"""
-        from intelligent_cache.keys import glob_to_regex
+        from intelligent_cache.globs import glob_to_regex
         for pattern, text in {PATHOLOGICAL!r}:
             assert not glob_to_regex(pattern).fullmatch(text)
             assert glob_to_regex(pattern).fullmatch(text + "b")

@@ -24,7 +24,8 @@ from ..backends.base import CacheBackend
 from ..config import invalidates
 from ..entry import CachedResponse, VaryIndex, decode
 from ..exceptions import BackendError, CorruptEntryError
-from ..invalidation import INTERNAL_PREFIX, generation_keys
+from ..invalidation import generation_keys
+from ..keys import is_internal
 from ..service import MAX_PATTERN_LENGTH
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render as render_metrics
@@ -207,9 +208,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
         except Exception as exc:
             raise _backend_failure(exc) from exc
         keys: list[dict[str, Any]] = [
-            {"key": key, "ttl": None if ttl is None else round(ttl, 3)}
-            for key, ttl in page
-            if not key.startswith(INTERNAL_PREFIX)
+            {"key": key, "ttl": None if ttl is None else round(ttl, 3)} for key, ttl in page if not is_internal(key)
         ]
         if not with_state and include_invalidated:
             return {"keys": keys, "cursor": next_cursor}
@@ -237,7 +236,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
 
     async def existing(key: str, operation: Callable[[str], Awaitable[T | None]]) -> T:
         """``operation(key)`` on a cache key: 404 for internal or absent keys, 503 if the backend fails."""
-        if key.startswith(INTERNAL_PREFIX):
+        if is_internal(key):
             raise HTTPException(status_code=404, detail="no such key")
         try:
             result = await operation(key)

@@ -45,6 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("RedisBackend needs redis-py: pip install 'fastapi-intelligent-cache[redis]'") from exc
 
 from ..exceptions import BackendUnavailable, ConfigurationError
+from ..keys import NAMESPACE_PREFIXES, SECRET_KEY, STATS_KEY
 from .base import CacheBackend, new_generation
 from .breaker import CircuitBreaker
 
@@ -64,11 +65,6 @@ logger = logging.getLogger("intelligent_cache")
 T = TypeVar("T")
 
 BATCH = 500
-INTERNAL_PREFIX = "~"
-# Keys of the namespace itself, not of its entries: clears keep them.
-STATS_KEY = "~s:stats"
-SECRET_KEY = "~k:secret"
-_KEPT_PREFIXES = ("~s:", "~k:")
 SECRET_BYTES = 32
 # A stored secret shorter than this is garbage (someone wrote the key by hand) and is replaced.
 MIN_SECRET_BYTES = 16
@@ -416,7 +412,7 @@ class RedisBase(CacheBackend):
 
     def clearable(self, physical: bytes) -> bool:
         """Whether a clear may delete this key: everything in the namespace but the shared stats and secret."""
-        return not self._logical(physical).startswith(_KEPT_PREFIXES)
+        return not self._logical(physical).startswith(NAMESPACE_PREFIXES)
 
     async def ping(self) -> None:
         # Not guarded: health checks must see Redis itself, not the breaker.

@@ -22,6 +22,8 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..keys import PING_KEY
+
 __all__ = ["CacheBackend", "new_generation"]
 
 
@@ -139,7 +141,7 @@ class CacheBackend(abc.ABC):
 
     async def ping(self) -> None:
         """Raise if the backend cannot serve requests. The default reads a key."""
-        await self.get("~ping")
+        await self.get(PING_KEY)
 
     def info(self) -> dict[str, Any]:
         """What health and stats show about this backend (name, breaker state...)."""

@@ -5,7 +5,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..exceptions import ConfigurationError
-from ..keys import glob_to_regex
+from ..globs import compile_glob
+from ..keys import is_internal
 from .base import CacheBackend, new_generation
 
 __all__ = ["MemoryBackend"]
@@ -140,7 +141,7 @@ class MemoryBackend(CacheBackend):
     ) -> tuple[int, list[tuple[str, float | None]]]:
         # The cursor is the insertion number to resume from: keys inserted (or
         # rewritten) during the walk may be listed or not, like Redis SCAN.
-        regex = glob_to_regex(pattern)
+        regex = compile_glob(pattern)
         now = self._clock()
         start = max(1, cursor)
         page: list[tuple[str, float | None]] = []
@@ -156,16 +157,16 @@ class MemoryBackend(CacheBackend):
 
     async def clear(self, pattern: str | None = None) -> int:
         if pattern is None:
-            count = sum(1 for key in self._data if not key.startswith("~"))
+            count = sum(1 for key in self._data if not is_internal(key))
             self._data.clear()
             self._sequence.clear()
             self._generations.clear()
             self._bytes = 0
             return count
-        regex = glob_to_regex(pattern)
+        regex = compile_glob(pattern)
         matched = [key for key in self._data if regex.fullmatch(key)]
         for key in matched:
             self._remove(key)
         for name in [name for name in self._generations if regex.fullmatch(name)]:
             del self._generations[name]
-        return sum(1 for key in matched if not key.startswith("~"))
+        return sum(1 for key in matched if not is_internal(key))

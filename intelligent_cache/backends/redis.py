@@ -21,9 +21,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..exceptions import ConfigurationError
+from ..keys import INVALIDATION_CHANNEL, is_internal
 from ._redis_common import (
     BATCH,
-    INTERNAL_PREFIX,
     NoBackoff,
     RedisBase,
     RedisConnectionError,
@@ -34,7 +34,7 @@ from ._redis_common import (
 )
 from .breaker import CircuitBreaker
 from .near import NearCache
-from .redis_cluster import RedisClusterBackend, _slot_tag  # noqa: F401 - the key layout, importable from here too
+from .redis_cluster import RedisClusterBackend
 
 __all__ = ["CircuitBreaker", "NearCache", "RedisBackend", "RedisClusterBackend"]
 
@@ -104,7 +104,7 @@ class RedisBackend(RedisBase):
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         self.near = near_cache
-        self._channel = key_prefix + "~invalidations"
+        self._channel = key_prefix + INVALIDATION_CHANNEL
         self._owns_client = client is None
         self._sentinel: Sentinel | None = None
         if client is not None:
@@ -268,7 +268,7 @@ class RedisBackend(RedisBase):
         return await self._guard(run)
 
     async def _unlink(self, keys: list[bytes]) -> int:
-        entries = sum(1 for key in keys if not self._logical(key).startswith(INTERNAL_PREFIX))
+        entries = sum(1 for key in keys if not is_internal(self._logical(key)))
         await self._client.unlink(*keys)
         return entries
 

@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from ..exceptions import ConfigurationError
-from ..keys import glob_to_regex
+from ..globs import compile_glob
+from ..keys import is_internal, slot_tag
 from ._redis_common import (
     BATCH,
-    INTERNAL_PREFIX,
     AsyncRedisCluster,
     ClusterNode,
     NoBackoff,
@@ -21,32 +21,6 @@ from ._redis_common import (
 __all__ = ["RedisClusterBackend"]
 
 T = TypeVar("T")
-
-
-def _slot_tag(key: str) -> str | None:
-    """The hash tag that keeps an entry and its path counters in one cluster slot.
-
-    It is the first path segment: ``GET:spaces:1:items`` and ``~g:s:spaces:1``
-    both map to ``spaces`` (the root path maps to ``/``). Tag counters get
-    ``t:<tag>``; the namespace's secret (``~k:secret``) gets ``k:secret``, a slot
-    of its own that depends on nothing but the prefix; other keys (manual
-    values, the stats hash) get none.
-    """
-    parts = key.split(":", 3)
-    tag: str | None = None
-    if parts[0] == "~k":
-        tag = key[1:]
-    elif parts[0] == "~g":
-        if len(parts) >= 2:
-            tag = key[3:] if parts[1] == "t" else (parts[2] if len(parts) > 2 and parts[2] else "/")
-    elif parts[0] == "GET":
-        tag = (parts[1] if len(parts) > 1 else "") or "/"
-    elif len(parts) > 2 and parts[1] == "GET":
-        tag = parts[2] or "/"
-    # Keys the cache builds escape braces; a hand-made key with braces keeps its own hashing.
-    if tag is None or "{" in tag or "}" in tag:
-        return None
-    return tag
 
 
 class RedisClusterBackend(RedisBase):
@@ -117,7 +91,7 @@ class RedisClusterBackend(RedisBase):
             raise ConfigurationError("RedisClusterBackend needs a url or startup_nodes")
 
     def _physical(self, key: str) -> str:
-        tag = _slot_tag(key)
+        tag = slot_tag(key)
         if tag is None:
             return self.key_prefix + key
         return f"{self.key_prefix}{{{tag}}}{key}"
@@ -127,7 +101,7 @@ class RedisClusterBackend(RedisBase):
         if text.startswith("{"):
             end = text.find("}")
             # Strip only a tag this backend put there: the rest must map back to it.
-            if end != -1 and _slot_tag(text[end + 1 :]) == text[1:end]:
+            if end != -1 and slot_tag(text[end + 1 :]) == text[1:end]:
                 return text[end + 1 :]
         return text
 
@@ -158,7 +132,7 @@ class RedisClusterBackend(RedisBase):
         self, pattern: str = "*", cursor: int = 0, count: int = 100
     ) -> tuple[int, list[tuple[str, float | None]]]:
         # The cursor packs the node index (low 8 bits) and that node's own cursor.
-        regex = glob_to_regex(pattern)
+        regex = compile_glob(pattern)
 
         async def run() -> tuple[int, list[tuple[str, float | None]]]:
             nodes = self._primaries()
@@ -184,7 +158,7 @@ class RedisClusterBackend(RedisBase):
         return await self._ttls(self._client, keys)
 
     async def clear(self, pattern: str | None = None) -> int:
-        regex = glob_to_regex("*" if pattern is None else pattern)
+        regex = compile_glob("*" if pattern is None else pattern)
 
         async def run() -> int:
             deleted = 0
@@ -198,7 +172,7 @@ class RedisClusterBackend(RedisBase):
                     if doomed:
                         # The cluster client splits a multi-key UNLINK by slot.
                         await self._client.unlink(*doomed)
-                        deleted += sum(1 for key in doomed if not self._logical(key).startswith(INTERNAL_PREFIX))
+                        deleted += sum(1 for key in doomed if not is_internal(self._logical(key)))
                     position = node_cursor(position)
                     if not position:
                         break
