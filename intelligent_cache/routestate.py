@@ -8,16 +8,17 @@ bounded amount of memory, whatever the traffic.
 """
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 from .config import CacheConfig, get_config, template_fields
 from .inputs import RouteInputs, VaryPlan
 from .invalidation import generation_keys
 from .keys import build_key
+from .lru import ENTRY_OVERHEAD, BoundedLRU
 from .policy import RequestDirectives
 
-__all__ = ["BoundedMemo", "RouteState"]
+__all__ = ["RouteState"]
 
 logger = logging.getLogger("intelligent_cache")
 
@@ -25,49 +26,6 @@ logger = logging.getLogger("intelligent_cache")
 # each memo holds at most this many bytes of inputs and results.
 _MEMO_INPUT_LIMIT = 1024
 _MEMO_BYTES = 256 * 1024
-_MEMO_OVERHEAD = 200
-
-
-class BoundedMemo:
-    """A dict memo bounded in (estimated) bytes; the oldest items go first."""
-
-    __slots__ = ("_bytes", "_items", "max_bytes")
-
-    def __init__(self, max_bytes: int = _MEMO_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._items: dict[Hashable, tuple[Any, int]] = {}
-        self._bytes = 0
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: Hashable) -> Any:
-        item = self._items.get(key)
-        return None if item is None else item[0]
-
-    def put(self, key: Hashable, value: Any, cost: int) -> None:
-        cost += _MEMO_OVERHEAD
-        if cost > self.max_bytes or key in self._items:
-            return
-        items = self._items
-        while items and self._bytes + cost > self.max_bytes:
-            _, (_, freed) = _pop_oldest(items)
-            self._bytes -= freed
-        items[key] = (value, cost)
-        self._bytes += cost
-
-    def clear(self) -> None:
-        self._items.clear()
-        self._bytes = 0
-
-
-def _pop_oldest(items: dict[Hashable, tuple[Any, int]]) -> tuple[Hashable, tuple[Any, int]]:
-    oldest = next(iter(items))
-    return oldest, items.pop(oldest)
 
 
 class RouteState:
@@ -80,8 +38,8 @@ class RouteState:
         self._config: CacheConfig | None = None
         self._plan: VaryPlan | None = None
         self.fast_path_headers: frozenset[bytes] = frozenset()
-        self._keys = BoundedMemo()
-        self._counters = BoundedMemo()
+        self._keys: BoundedLRU[tuple[Any, ...], str] = BoundedLRU(max_bytes=_MEMO_BYTES)
+        self._counters: BoundedLRU[str, tuple[tuple[str, ...], list[str]]] = BoundedLRU(max_bytes=_MEMO_BYTES)
         self._warned: set[str] = set()
 
     def settings(self) -> tuple[CacheConfig, VaryPlan] | None:
@@ -112,7 +70,7 @@ class RouteState:
                 "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
             )
             if cost <= _MEMO_INPUT_LIMIT:
-                self._keys.put(memo_key, key, cost + len(key))
+                self._keys.put(memo_key, key, cost + len(key) + ENTRY_OVERHEAD)
         return key
 
     def counters(self, path: str, params: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
@@ -124,7 +82,7 @@ class RouteState:
             tags = tuple(fill(tag, params) for tag in self._config.tags)
             found = (tags, generation_keys(path, tags))
             if len(path) <= _MEMO_INPUT_LIMIT:
-                self._counters.put(path, found, len(path) + sum(len(name) for name in found[1]))
+                self._counters.put(path, found, len(path) + sum(len(name) for name in found[1]) + ENTRY_OVERHEAD)
         return found
 
     def warn_once(self, code: str, message: str) -> None:

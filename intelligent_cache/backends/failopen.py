@@ -17,6 +17,7 @@ from typing import Any
 
 from ..entry import CachedResponse, VaryIndex, decode, encode
 from ..exceptions import CorruptEntryError
+from ..lru import BoundedLRU
 from ..stats import CacheStats
 from .base import CacheBackend
 
@@ -53,8 +54,7 @@ class FailOpenBackend:
         #: Keys the digests of keys that never leave this process (backend down).
         self.local_secret = secrets.token_bytes(32)
         self._degraded = False
-        self._decoded: dict[bytes, Any] = {}
-        self._decoded_bytes = 0
+        self._decoded: BoundedLRU[bytes, CachedResponse | VaryIndex] = BoundedLRU(max_bytes=_DECODED_MAX_BYTES)
         # Invalidations that failed (backend unreachable), in order, until they land.
         self._pending: dict[str, None] = {}
         self._pending_overflow = False
@@ -169,12 +169,7 @@ class FailOpenBackend:
             return None
         # Only immutable results are shared; plain values (lists, dicts) are decoded each time.
         if len(raw) <= _DECODED_MAX_SIZE and isinstance(decoded, CachedResponse | VaryIndex):
-            memo = self._decoded
-            while memo and self._decoded_bytes + len(raw) > _DECODED_MAX_BYTES:
-                self._decoded_bytes -= len(next(iter(memo)))
-                del memo[next(iter(memo))]
-            memo[raw] = decoded
-            self._decoded_bytes += len(raw)
+            self._decoded.put(raw, decoded, len(raw))
         return decoded
 
     async def store(

@@ -7,13 +7,10 @@ from collections.abc import Callable, Sequence
 from ..exceptions import ConfigurationError
 from ..globs import compile_glob
 from ..keys import is_internal
+from ..lru import ENTRY_OVERHEAD, BoundedLRU
 from .base import CacheBackend, new_generation
 
-__all__ = ["MemoryBackend"]
-
-# Rough per-entry cost of the dict slot, the tuple and two object headers, so
-# that many small entries are budgeted honestly too.
-ENTRY_OVERHEAD = 160
+__all__ = ["ENTRY_OVERHEAD", "MemoryBackend"]
 # Rough cost of one counter (key string, int, ordered-dict node).
 GENERATION_COST = 200
 
@@ -50,12 +47,13 @@ class MemoryBackend(CacheBackend):
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
-        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         # Insertion numbers, in insertion order (reads do not move them): scan
         # pages by number, so a key present throughout a walk is always listed.
         self._sequence: dict[str, int] = {}
         self._next_sequence = 1
-        self._bytes = 0
+        self._data: BoundedLRU[str, tuple[bytes, float]] = BoundedLRU(
+            max_items=max_entries, max_bytes=max_bytes, on_evict=self._sequence.pop
+        )
         # Counters live apart from entries, in an LRU of their own. Losing one is
         # safe (a missing counter reads as a miss), so a bound is enough: as many
         # counters as entries, and at most an eighth of max_bytes for them.
@@ -65,7 +63,7 @@ class MemoryBackend(CacheBackend):
     @property
     def size_bytes(self) -> int:
         """Bytes currently budgeted."""
-        return self._bytes
+        return self._data.size_bytes
 
     def __len__(self) -> int:
         return len(self._data)
@@ -82,32 +80,21 @@ class MemoryBackend(CacheBackend):
         if expires_at <= self._clock():
             self._remove(key)
             return None
-        self._data.move_to_end(key)
         return value
 
     def _remove(self, key: str) -> bool:
         self._sequence.pop(key, None)
-        item = self._data.pop(key, None)
-        if item is None:
-            return False
-        self._bytes -= self._cost(key, item[0])
-        return True
+        return self._data.pop(key) is not None
 
     async def get(self, key: str) -> bytes | None:
         return self._lookup(key)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self._remove(key)
-        cost = self._cost(key, value)
-        if cost > self.max_bytes or ttl <= 0:
+        if ttl <= 0 or not self._data.put(key, (value, self._clock() + ttl), self._cost(key, value)):
             return
-        while self._data and (len(self._data) >= self.max_entries or self._bytes + cost > self.max_bytes):
-            oldest = next(iter(self._data))
-            self._remove(oldest)
-        self._data[key] = (value, self._clock() + ttl)
         self._sequence[key] = self._next_sequence
         self._next_sequence += 1
-        self._bytes += cost
 
     async def delete(self, key: str) -> bool:
         return self._remove(key)
@@ -150,7 +137,7 @@ class MemoryBackend(CacheBackend):
                 continue
             if len(page) >= count:
                 return number, page
-            item = self._data.get(key)
+            item = self._data.peek(key)
             if item is not None and item[1] > now and regex.fullmatch(key):
                 page.append((key, item[1] - now))
         return 0, page
@@ -161,7 +148,6 @@ class MemoryBackend(CacheBackend):
             self._data.clear()
             self._sequence.clear()
             self._generations.clear()
-            self._bytes = 0
             return count
         regex = compile_glob(pattern)
         matched = [key for key in self._data if regex.fullmatch(key)]

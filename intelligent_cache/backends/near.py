@@ -21,17 +21,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..exceptions import ConfigurationError
+from ..lru import ENTRY_OVERHEAD, BoundedLRU
 
 __all__ = ["NearCache"]
 
 logger = logging.getLogger("intelligent_cache")
-
-_ENTRY_OVERHEAD = 160
 
 
 class NearCache:
@@ -61,8 +59,7 @@ class NearCache:
         self.max_bytes = max_bytes
         self.max_staleness = max_staleness
         self._clock = clock
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
+        self._entries: BoundedLRU[str, bytes] = BoundedLRU(max_items=max_entries, max_bytes=max_bytes)
         self._counters: dict[str, tuple[int, float]] = {}
         # Bumped by every invalidation seen: a Redis read that started before an
         # invalidation must not repopulate what the invalidation removed.
@@ -88,7 +85,6 @@ class NearCache:
             if item is None or item[1] <= deadline:
                 return None
             generations.append(item[0])
-        self._entries.move_to_end(key)
         self.hits += 1
         return value, generations
 
@@ -108,15 +104,7 @@ class NearCache:
 
     def keep(self, key: str, value: bytes) -> None:
         """Keep an entry (written or read by this process)."""
-        self.drop_key(key)
-        cost = len(key) + len(value) + _ENTRY_OVERHEAD
-        if cost > self.max_bytes:
-            return
-        while self._entries and (len(self._entries) >= self.max_entries or self._bytes + cost > self.max_bytes):
-            oldest, old_value = self._entries.popitem(last=False)
-            self._bytes -= len(oldest) + len(old_value) + _ENTRY_OVERHEAD
-        self._entries[key] = value
-        self._bytes += cost
+        self._entries.put(key, value, len(key) + len(value) + ENTRY_OVERHEAD)
 
     # -- invalidation ---------------------------------------------------------------
 
@@ -126,15 +114,12 @@ class NearCache:
             self._counters.pop(name, None)
 
     def drop_key(self, key: str) -> None:
-        value = self._entries.pop(key, None)
-        if value is not None:
-            self._bytes -= len(key) + len(value) + _ENTRY_OVERHEAD
+        self._entries.pop(key)
 
     def drop_all(self) -> None:
         self.epoch += 1
         self._entries.clear()
         self._counters.clear()
-        self._bytes = 0
 
     def apply(self, message: bytes) -> None:
         """Apply one invalidation message: ``c<names>`` counters, ``k<keys>`` entries, ``*`` everything."""
@@ -199,7 +184,7 @@ class NearCache:
         return {
             "subscribed": self.subscribed,
             "entries": len(self._entries),
-            "bytes": self._bytes,
+            "bytes": self._entries.size_bytes,
             "counters": len(self._counters),
             "hits": self.hits,
             "max_staleness": self.max_staleness,
