@@ -3,7 +3,9 @@
 Every response of a cached route gets exactly one :class:`Outcome`, through
 :func:`mark`, which both writes the headers (RFC 9211 ``Cache-Status``) and
 counts the outcome, so what the client reads and what the stats say cannot
-disagree.
+disagree. Paths that answer raw ASGI messages (the fast HIT path, the marker
+of responses the handler never saw) use its two halves, :func:`marks` and
+:func:`count`.
 """
 
 import enum
@@ -16,7 +18,7 @@ from ._types import Header
 if TYPE_CHECKING:  # for annotations only: stats never import the request path
     from .stats import CacheStats
 
-__all__ = ["CACHE_NAME", "Outcome", "cache_status", "mark"]
+__all__ = ["CACHE_NAME", "Outcome", "cache_status", "count", "mark", "marks"]
 
 CACHE_NAME = "intelligent-cache"
 
@@ -43,6 +45,23 @@ def cache_status(*params: str) -> Header:
     return b"cache-status", "; ".join((CACHE_NAME, *params)).encode("latin-1")
 
 
+def marks(outcome: Outcome, *params: str, reason: str | None = None) -> list[Header]:
+    """The ``X-Cache`` and ``Cache-Status`` fields of ``outcome``; ``reason`` is shown as ``detail=``."""
+    if reason is not None:
+        params = (*params, f"detail={reason}")
+    return [(b"x-cache", outcome.header), cache_status(*params)]
+
+
+def count(stats: "CacheStats | None", route: str, outcome: Outcome, reason: str | None = None) -> None:
+    """Count ``outcome`` (a SKIP with its ``reason``) for ``route``."""
+    if stats is None:
+        return
+    if outcome is Outcome.SKIP:
+        stats.skip(route, reason or "bypass")
+    else:
+        stats.record(route, outcome.stat)
+
+
 def mark(
     response: Response,
     outcome: Outcome,
@@ -50,18 +69,13 @@ def mark(
     stats: "CacheStats | None",
     route: str,
     reason: str | None = None,
+    shown: bool = True,
 ) -> Response:
     """Give ``response`` its ``X-Cache`` and ``Cache-Status``, and count ``outcome`` for ``route``.
 
-    ``reason`` (a SKIP's cause) is added as ``detail=`` and counted too.
+    ``reason`` (a SKIP's cause) is counted, and added as ``detail=`` unless
+    ``shown`` is false (when ``params`` already say it).
     """
-    if reason is not None:
-        params = (*params, f"detail={reason}")
-    response.raw_headers.append((b"x-cache", outcome.header))
-    response.raw_headers.append(cache_status(*params))
-    if stats is not None:
-        if outcome is Outcome.SKIP:
-            stats.skip(route, reason or "bypass")
-        else:
-            stats.record(route, outcome.stat)
+    response.raw_headers.extend(marks(outcome, *params, reason=reason if shown else None))
+    count(stats, route, outcome, reason)
     return response

@@ -35,7 +35,7 @@ from .entry import CachedResponse, VaryIndex, encode_vary_index
 from .freshness import Decision, decide
 from .inputs import VaryPlan
 from .keys import extend_key
-from .outcome import Outcome, mark
+from .outcome import Outcome, count, mark, marks
 from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
@@ -117,10 +117,13 @@ class ReadContext:
     def matches(self, entry: CachedResponse) -> bool:
         return all(self.header(name) == value for name, value in entry.vary)
 
-    def answer(self, response: Response, outcome: Outcome, *params: str, reason: str | None = None) -> Response:
+    def answer(
+        self, response: Response, outcome: Outcome, *params: str, reason: str | None = None, shown: bool = True
+    ) -> Response:
         self.served = True
         self.outcome = outcome
-        return mark(response, outcome, *params, stats=self.manager.stats, route=self.route.template, reason=reason)
+        stats = self.manager.stats
+        return mark(response, outcome, *params, stats=stats, route=self.route.template, reason=reason, shown=shown)
 
 
 # -- the steps ---------------------------------------------------------------------
@@ -358,8 +361,7 @@ async def conclude(ctx: ReadContext, response: Response) -> Response:
     if forward == "request":
         # The client asked not to be answered from the cache: it was not, though
         # its fresh response now refreshes the entry (RFC 9111 section 5.2.1.4).
-        manager.stats.skip(ctx.route.template, "revalidate")
-        return _answer_computed(ctx, response, Outcome.SKIP, "fwd=request", "stored", count=False)
+        return _answer_computed(ctx, response, Outcome.SKIP, "fwd=request", "stored", reason="revalidate", shown=False)
     return _answer_computed(ctx, response, Outcome.MISS, f"fwd={forward}", "stored")
 
 
@@ -373,17 +375,14 @@ async def _store(ctx: ReadContext, result: Storable) -> bool:
 
 
 def _answer_computed(
-    ctx: ReadContext, response: Response, outcome: Outcome, *params: str, reason: str | None = None, count: bool = True
+    ctx: ReadContext, response: Response, outcome: Outcome, *params: str, reason: str | None = None, shown: bool = True
 ) -> Response:
     """Send a computed response, or a 304 for it when the client's validator matches."""
     if validator_matches(ctx.directives, response.raw_headers):
         not_modified = _StoredResponse(304, _not_modified_headers(response.raw_headers), b"")
         not_modified.background = response.background
         response = not_modified
-    if not count:
-        ctx.served, ctx.outcome = True, outcome
-        return mark(response, outcome, *params, stats=None, route=ctx.route.template, reason=reason)
-    return ctx.answer(response, outcome, *params, reason=reason)
+    return ctx.answer(response, outcome, *params, reason=reason, shown=shown)
 
 
 def on_error(ctx: ReadContext) -> Response | None:
@@ -450,12 +449,11 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, RawHeaders, by
             credentials=False,
         )
         if decision.action == "hit":
-            manager.stats.record(route.template, "hit")
+            count(manager.stats, route.template, Outcome.HIT)
             headers = [
                 *entry.headers,
                 (b"age", b"%d" % entry.age(now)),
-                (b"x-cache", b"HIT"),
-                (b"cache-status", b"intelligent-cache; hit; ttl=%d" % decision.remaining),
+                *marks(Outcome.HIT, "hit", f"ttl={decision.remaining}"),
             ]
             return entry.status, headers, entry.body
     scope[LOOKUP_KEY] = (key, raw, generations, entry)

@@ -29,7 +29,7 @@ from . import _compat
 from .config import get_config, get_invalidation, template_fields
 from .exceptions import ConfigurationError
 from .inputs import RouteInputs
-from .outcome import cache_status
+from .outcome import Outcome, count, marks
 from .reading import ACTIVE, LOOKUP_KEY, after_dependencies, find_hit, read_through
 from .routestate import RouteState
 from .scope import manager_from_scope
@@ -116,11 +116,10 @@ def _marking_errors(send: Send, scope: Scope, template: str) -> Send:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
             if not any(name == b"x-cache" for name, _ in headers):
-                headers += [(b"x-cache", b"SKIP"), cache_status("fwd=miss", "detail=status")]
+                headers += marks(Outcome.SKIP, "fwd=miss", reason="status")
                 message = {**message, "headers": headers}
                 manager = manager_from_scope(scope)
-                if manager is not None:
-                    manager.stats.skip(template, "status")
+                count(None if manager is None else manager.stats, template, Outcome.SKIP, "status")
         await send(message)
 
     return send_marked

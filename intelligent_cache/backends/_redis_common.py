@@ -26,7 +26,6 @@ same case: ``PEXPIRE`` does not recreate it, and its next value is new.
 
 import asyncio
 import contextlib
-import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -59,8 +58,6 @@ __all__ = [
     "Sentinel",
     "aioredis",
 ]
-
-logger = logging.getLogger("intelligent_cache")
 
 T = TypeVar("T")
 

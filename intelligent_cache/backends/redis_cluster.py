@@ -146,16 +146,13 @@ class RedisClusterBackend(RedisBase):
             matched = [
                 key for key in keys if self.logical_or_none(key) is not None and regex.fullmatch(self._logical(key))
             ]
-            page = await self._ttls_cluster(matched)
+            page = await self._ttls(self._client, matched)
             next_node_cursor = node_cursor(next_node_cursor)
             if next_node_cursor:
                 return (next_node_cursor << 8) | index, page
             return (index + 1 if index + 1 < len(nodes) else 0), page
 
         return await self._guard(run)
-
-    async def _ttls_cluster(self, keys: list[bytes]) -> list[tuple[str, float | None]]:
-        return await self._ttls(self._client, keys)
 
     async def clear(self, pattern: str | None = None) -> int:
         regex = compile_glob("*" if pattern is None else pattern)
