@@ -21,18 +21,61 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..exceptions import ConfigurationError
 from ..lru import ENTRY_OVERHEAD, BoundedLRU
 
-__all__ = ["NearCache"]
+__all__ = ["DIRECT", "Direct", "NearCache"]
 
 logger = logging.getLogger("intelligent_cache")
 
+Load = Callable[[str, Sequence[str]], Awaitable[tuple[bytes | None, list[int]]]]
 
-class NearCache:
+
+def _names(message: bytes) -> list[str]:
+    return [name.decode("utf-8", "surrogateescape") for name in message.split(b"\0") if name]
+
+
+def _message(kind: bytes, names: Sequence[str]) -> bytes:
+    return kind + b"\0".join(name.encode("utf-8", "surrogateescape") for name in names)
+
+
+class Direct:
+    """No near cache: every lookup reads Redis, and nothing is published.
+
+    The layer a :class:`RedisBackend` uses when it has no :class:`NearCache`;
+    both answer the same five hooks, so the backend has one code path.
+    """
+
+    def listen(self, client: Any, channel: str) -> None:
+        """Make sure invalidations on ``channel`` are heard (before a lookup)."""
+
+    async def fetch(self, key: str, names: Sequence[str], load: Load) -> tuple[bytes | None, list[int]]:
+        """The entry and counters of ``key``: read through ``load`` (Redis)."""
+        return await load(key, names)
+
+    def written(self, key: str, value: bytes) -> None:
+        """This process stored ``value`` under ``key``."""
+
+    def counters_bumped(self, names: Sequence[str]) -> bytes | None:
+        """This process bumped ``names``: the message to publish, if any."""
+        return None
+
+    def key_deleted(self, key: str) -> bytes | None:
+        """This process deleted ``key``: the message to publish, if any."""
+        return None
+
+    def cleared(self) -> bytes | None:
+        """This process cleared entries: the message to publish, if any."""
+        return None
+
+
+DIRECT = Direct()
+
+
+class NearCache(Direct):
     """Settings and state of the near cache of one :class:`RedisBackend`.
 
     Args:
@@ -67,6 +110,34 @@ class NearCache:
         self.subscribed = False
         self.hits = 0
         self._task: asyncio.Task[None] | None = None
+
+    # -- the hooks of the backend -----------------------------------------------
+
+    async def fetch(self, key: str, names: Sequence[str], load: Load) -> tuple[bytes | None, list[int]]:
+        """The entry and counters from here when trusted, else from ``load`` (Redis), remembered."""
+        found = self.lookup(key, names)
+        if found is not None:
+            return found
+        epoch = self.epoch
+        raw, generations = await load(key, names)
+        self.remember(epoch, key, raw, names, generations)
+        return raw, generations
+
+    def written(self, key: str, value: bytes) -> None:
+        self.keep(key, value)
+
+    def counters_bumped(self, names: Sequence[str]) -> bytes:
+        # This process never serves what its own write invalidated; others hear it.
+        self.drop_counters(names)
+        return _message(b"c", names)
+
+    def key_deleted(self, key: str) -> bytes:
+        self.drop_key(key)
+        return _message(b"k", [key])
+
+    def cleared(self) -> bytes:
+        self.drop_all()
+        return b"*"
 
     # -- reads ------------------------------------------------------------------
 
@@ -124,7 +195,7 @@ class NearCache:
     def apply(self, message: bytes) -> None:
         """Apply one invalidation message: ``c<names>`` counters, ``k<keys>`` entries, ``*`` everything."""
         kind, body = message[:1], message[1:]
-        names = [name.decode("utf-8", "surrogateescape") for name in body.split(b"\0") if name]
+        names = _names(body)
         if kind == b"c":
             self.drop_counters(names)
         elif kind == b"k":
@@ -136,7 +207,7 @@ class NearCache:
 
     # -- the subscription ---------------------------------------------------------------
 
-    def start(self, client: Any, channel: str) -> None:
+    def listen(self, client: Any, channel: str) -> None:
         """Listen for invalidations in the background (idempotent)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen(client, channel))

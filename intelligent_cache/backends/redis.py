@@ -33,7 +33,7 @@ from ._redis_common import (
     aioredis,
 )
 from .breaker import CircuitBreaker
-from .near import NearCache
+from .near import DIRECT, NearCache
 from .redis_cluster import RedisClusterBackend
 
 __all__ = ["CircuitBreaker", "NearCache", "RedisBackend", "RedisClusterBackend"]
@@ -104,6 +104,7 @@ class RedisBackend(RedisBase):
         if max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         self.near = near_cache
+        self._near = DIRECT if near_cache is None else near_cache
         self._channel = key_prefix + INVALIDATION_CHANNEL
         self._owns_client = client is None
         self._sentinel: Sentinel | None = None
@@ -129,59 +130,42 @@ class RedisBackend(RedisBase):
         )
         self._client = aioredis.Redis(connection_pool=pool)
 
-    # -- the near cache, when there is one ------------------------------------------
+    # -- the near cache layer (DIRECT when there is none) ------------------------------
 
     async def fetch(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int]]:
-        near = self.near
-        if near is None:
-            return await super().fetch(key, generation_keys)
         self._check_open()  # a closed backend starts no subscription
-        near.start(self._client, self._channel)
-        found = near.lookup(key, generation_keys)
-        if found is not None:
-            return found
-        epoch = near.epoch
-        raw, generations = await super().fetch(key, generation_keys)
-        near.remember(epoch, key, raw, generation_keys, generations)
-        return raw, generations
+        self._near.listen(self._client, self._channel)
+        return await self._near.fetch(key, generation_keys, super().fetch)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await super().set(key, value, ttl)
-        if self.near is not None:
-            self.near.keep(key, value)
+        self._near.written(key, value)
 
     async def put(self, key: str, value: bytes, ttl: float, generation_keys: Sequence[str] = ()) -> None:
         await super().put(key, value, ttl, generation_keys)
-        if self.near is not None:
-            self.near.keep(key, value)
+        self._near.written(key, value)
 
     async def bump(self, generation_keys: Sequence[str]) -> None:
-        if self.near is None:
-            return await super().bump(generation_keys)
         try:
             await super().bump(generation_keys)
         finally:
-            # This process never serves what its own write invalidated; others hear it.
-            self.near.drop_counters(generation_keys)
-        await self._publish(b"c" + b"\0".join(name.encode("utf-8", "surrogateescape") for name in generation_keys))
+            message = self._near.counters_bumped(generation_keys)
+        await self._publish(message)
 
     async def delete(self, key: str) -> bool:
         deleted = await super().delete(key)
-        if self.near is not None:
-            self.near.drop_key(key)
-            await self._publish(b"k" + key.encode("utf-8", "surrogateescape"))
+        await self._publish(self._near.key_deleted(key))
         return deleted
 
     async def clear(self, pattern: str | None = None) -> int:
         try:
             return await self._clear(pattern)
         finally:
-            if self.near is not None:
-                self.near.drop_all()
-                await self._publish(b"*")
+            await self._publish(self._near.cleared())
 
-    async def _publish(self, message: bytes) -> None:
-        await self._guard(lambda: self._client.publish(self._channel, message))
+    async def _publish(self, message: bytes | None) -> None:
+        if message is not None:
+            await self._guard(lambda: self._client.publish(self._channel, message))
 
     def info(self) -> dict[str, Any]:
         info = super().info()
