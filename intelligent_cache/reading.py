@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 from starlette.responses import Response
-from starlette.types import Scope
 
 from ._types import Header
 from .coalescing import Claim, claim, release
 from .config import CacheConfig
 from .entry import CachedResponse, VaryIndex, encode_vary_index
+from .fastpath import LOOKUP_KEY, UNDECODED, EarlyLookup, origin_of
 from .freshness import Decision, decide
 from .inputs import VaryPlan
 from .keys import extend_key
-from .outcome import Outcome, count, mark, marks
+from .outcome import Outcome, mark
 from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
@@ -45,19 +45,16 @@ from .storing import Basis, Storable, storable
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["ACTIVE", "ReadContext", "after_dependencies", "find_hit", "read_through"]
+__all__ = ["ACTIVE", "ReadContext", "after_dependencies", "read_through"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 RawHeaders = list[Header]
 
-# Where the fast path leaves its lookup for the full path, so a MISS reads the backend once.
-LOOKUP_KEY = "intelligent_cache.lookup"
 _SERVER_ERRORS = frozenset({500, 502, 503, 504})
 # Headers a 304 repeats from the 200 it stands for (RFC 9110 section 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({b"etag", b"cache-control", b"expires", b"vary", b"content-location"})
 # Vary values a key can hold: anything else would key by object identity (never shared, never hit).
 _READABLE = (str, int, float, uuid.UUID, enum.Enum)
-_UNDECODED = object()
 
 # The read in progress, for the gate FastAPI calls in place of the endpoint.
 ACTIVE: ContextVar["ReadContext | None"] = ContextVar("intelligent_cache_read", default=None)
@@ -222,10 +219,10 @@ async def look_up(ctx: ReadContext) -> Response | None:
     manager, scope = ctx.manager, ctx.request.scope
     if ctx.unavailable:
         return None
-    looked_up = scope.pop(LOOKUP_KEY, None)
-    found: Any = _UNDECODED
-    if looked_up is not None and looked_up[0] == ctx.key and not ctx.revalidate:
-        _, raw, generations, found = looked_up
+    early: EarlyLookup | None = scope.pop(LOOKUP_KEY, None)
+    found: Any = UNDECODED
+    if early is not None and early.key == ctx.key and not ctx.revalidate:
+        raw, generations, found = early.raw, early.generations, early.entry
     else:
         raw, generations = await manager.io.lookup(ctx.key, ctx.counters)
     ctx.generations = generations
@@ -234,7 +231,7 @@ async def look_up(ctx: ReadContext) -> Response | None:
     forward = "uri-miss"
     entry: CachedResponse | None = None
     if raw is not None:
-        if found is _UNDECODED:
+        if found is UNDECODED:
             found = manager.io.decode(raw)
         if isinstance(found, VaryIndex):
             raw = await manager.io.read(ctx.variant(found.names))
@@ -397,73 +394,6 @@ def on_error(ctx: ReadContext) -> Response | None:
     return None
 
 
-# -- the fast path -------------------------------------------------------------------
-
-
-async def find_hit(route: RouteState, scope: Scope) -> tuple[int, RawHeaders, bytes] | None:
-    """The response to a plain GET if it is a fresh HIT: status, headers, body.
-
-    For routes whose lookup needs no request object: no dependencies to run and
-    no vary sources. Any header the serve decision or the credential check
-    reads sends the request to the full path, which reuses this lookup (left
-    in the scope), so behaviour is the same either way; only the cost differs.
-    """
-    settings = route.settings()
-    if settings is None:
-        return None
-    config, plan = settings
-    if plan.late or plan.sources:
-        return None
-    manager = manager_from_scope(scope)
-    if manager is None or not manager.enabled:
-        return None
-    secret = manager.io.known_secret
-    if secret is None:
-        return None
-    bail = route.fast_path_headers
-    host = b""
-    for name, value in scope["headers"]:
-        if name in bail:
-            return None
-        if name == b"host":
-            host = value
-    origin = origin_of(scope, host)
-    path: str = scope["path"]
-    key = route.key(path, scope["query_string"], (("origin", origin),) if manager.key_by_host else (), secret)
-    counters = route.counters(path, scope.get("path_params", {}))[1]
-    raw, generations = await manager.io.lookup(key, counters)
-    if raw is None or generations is None:
-        scope[LOOKUP_KEY] = (key, raw, generations, _UNDECODED)
-        return None
-    entry = manager.io.decode(raw)
-    if isinstance(entry, CachedResponse) and (entry.origin == origin or not entry.origin):
-        now = manager.clock()
-        decision = decide(
-            entry,
-            generations,
-            now,
-            _PLAIN,
-            config,
-            revalidate=False,
-            soft_purge=manager.soft_purge,
-            credentials=False,
-        )
-        if decision.action == "hit":
-            count(manager.stats, route.template, Outcome.HIT)
-            headers = [
-                *entry.headers,
-                (b"age", b"%d" % entry.age(now)),
-                *marks(Outcome.HIT, "hit", f"ttl={decision.remaining}"),
-            ]
-            return entry.status, headers, entry.body
-    scope[LOOKUP_KEY] = (key, raw, generations, entry)
-    return None
-
-
-# What a request without any directive header asks: nothing.
-_PLAIN = RequestDirectives()
-
-
 # -- small helpers -------------------------------------------------------------------
 
 
@@ -484,13 +414,3 @@ def _gateway_timeout() -> Response:
 def _not_modified_headers(headers: Any) -> RawHeaders:
     """The fields a 304 repeats from the 200 it stands for."""
     return [(name, value) for name, value in headers if name in _NOT_MODIFIED_HEADERS]
-
-
-def origin_of(scope: Scope, host: bytes | None = None) -> str:
-    """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
-    if host is None:
-        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
-    if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}".encode() if server else b""
-    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"

@@ -28,9 +28,10 @@ from starlette.types import Message, Receive, Scope, Send
 from . import _compat
 from .config import get_config, get_invalidation, template_fields
 from .exceptions import ConfigurationError
+from .fastpath import LOOKUP_KEY, find_hit
 from .inputs import RouteInputs
 from .outcome import Outcome, count, marks
-from .reading import ACTIVE, LOOKUP_KEY, after_dependencies, find_hit, read_through
+from .reading import ACTIVE, after_dependencies, read_through
 from .routestate import RouteState
 from .scope import manager_from_scope
 
