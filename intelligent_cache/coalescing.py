@@ -72,7 +72,8 @@ async def claim(
     if generations is None:
         held.reason = "backend-error"
         return held
-    lock = fill_lock_name(key, generations)
+    # One process alone needs no lock name: its flight is the whole story.
+    lock = fill_lock_name(key, generations) if manager.io.backend.shared else key
     token = await manager.io.acquire_lock(lock)
     if token is None:
         waited, token = await _await_other_process(manager, key, generations, lock, variant)

@@ -12,19 +12,21 @@ it cannot answer goes on to the full path, which reuses its lookup (an
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
 from ._types import Header
 from .entry import CachedResponse
 from .freshness import decide
-from .outcome import Outcome, count, marks
+from .outcome import Outcome, count, hit_marks
 from .policy import RequestDirectives
 from .routestate import RouteState
-from .scope import manager_from_scope
 
-__all__ = ["LOOKUP_KEY", "UNDECODED", "EarlyLookup", "find_hit", "origin_of"]
+if TYPE_CHECKING:
+    from .manager import CacheManager
+
+__all__ = ["LOOKUP_KEY", "PLAIN", "UNDECODED", "EarlyLookup", "find_hit"]
 
 # Where the fast path leaves its lookup for the full path.
 LOOKUP_KEY = "intelligent_cache.lookup"
@@ -34,15 +36,24 @@ UNDECODED: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class EarlyLookup:
-    """What the fast path read for ``key``: the raw entry, the counters, and the decoded entry if any."""
+    """What the fast path read for ``key``: the raw entry, the counters, and the decoded entry if any.
+
+    Its presence also says that the request carries no header the serve
+    decision or the credential check reads (the fast path bails on those), and
+    ``origin`` is the request's ``scheme://host``.
+    """
 
     key: str
+    origin: str
+    tags: tuple[str, ...]
+    counters: list[str]
+    secret: bytes
     raw: bytes | None
     generations: list[int] | None
     entry: Any = UNDECODED
 
 
-async def find_hit(route: RouteState, scope: Scope) -> tuple[int, list[Header], bytes] | None:
+async def find_hit(route: RouteState, manager: "CacheManager", scope: Scope) -> tuple[int, list[Header], bytes] | None:
     """The response to a plain GET if it is a fresh HIT: status, headers, body.
 
     For routes whose lookup needs no request object: no dependencies to run and
@@ -51,14 +62,9 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, list[Header], 
     in the scope), so behaviour is the same either way; only the cost differs.
     """
     settings = route.settings()
-    if settings is None:
+    if settings is None or not route.fast_path or not manager.enabled:
         return None
-    config, plan = settings
-    if plan.late or plan.sources:
-        return None
-    manager = manager_from_scope(scope)
-    if manager is None or not manager.enabled:
-        return None
+    config = settings[0]
     secret = manager.io.known_secret
     if secret is None:
         return None
@@ -69,13 +75,10 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, list[Header], 
             return None
         if name == b"host":
             host = value
-    origin = origin_of(scope, host)
-    path: str = scope["path"]
-    key = route.key(path, scope["query_string"], (("origin", origin),) if manager.key_by_host else (), secret)
-    counters = route.counters(path, scope.get("path_params", {}))[1]
+    origin, key, tags, counters = route.fast_names(scope, host, manager.key_by_host, secret)
     raw, generations = await manager.io.lookup(key, counters)
     if raw is None or generations is None:
-        scope[LOOKUP_KEY] = EarlyLookup(key, raw, generations)
+        scope[LOOKUP_KEY] = EarlyLookup(key, origin, tags, counters, secret, raw, generations)
         return None
     entry = manager.io.decode(raw)
     if isinstance(entry, CachedResponse) and (entry.origin == origin or not entry.origin):
@@ -84,7 +87,7 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, list[Header], 
             entry,
             generations,
             now,
-            _PLAIN,
+            PLAIN,
             config,
             revalidate=False,
             soft_purge=manager.soft_purge,
@@ -94,23 +97,13 @@ async def find_hit(route: RouteState, scope: Scope) -> tuple[int, list[Header], 
             count(manager.stats, route.template, Outcome.HIT)
             headers = [
                 *entry.headers,
-                (b"age", b"%d" % entry.age(now)),
-                *marks(Outcome.HIT, "hit", f"ttl={decision.remaining}"),
+                (b"age", b"%d" % decision.age),
+                *hit_marks(decision.remaining),
             ]
             return entry.status, headers, entry.body
-    scope[LOOKUP_KEY] = EarlyLookup(key, raw, generations, entry)
+    scope[LOOKUP_KEY] = EarlyLookup(key, origin, tags, counters, secret, raw, generations, entry)
     return None
 
 
 # What a request without any directive header asks: nothing.
-_PLAIN = RequestDirectives()
-
-
-def origin_of(scope: Scope, host: bytes | None = None) -> str:
-    """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
-    if host is None:
-        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
-    if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}".encode() if server else b""
-    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"
+PLAIN = RequestDirectives()

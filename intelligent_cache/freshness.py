@@ -6,8 +6,7 @@ reads from a request is :class:`~intelligent_cache.policy.RequestDirectives`;
 a request carrying any header those directives come from takes the full path.
 """
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .config import CacheConfig
 from .entry import CachedResponse
@@ -18,8 +17,7 @@ __all__ = ["Decision", "decide"]
 Action = Literal["hit", "stale", "miss"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What to do with what the lookup found.
 
     Attributes:
@@ -30,6 +28,9 @@ class Decision:
         forward: RFC 9211 ``fwd`` of a miss (``uri-miss``, ``stale``, ``request``...).
         remaining: whole seconds of freshness left, for a hit.
         fallback: on a miss, the entry may answer if the endpoint fails (stale-if-error).
+        age: the entry's age in seconds, for a hit.
+
+    A named tuple: immutable, and built on every lookup at the cost of a tuple.
     """
 
     action: Action
@@ -37,6 +38,7 @@ class Decision:
     forward: str = "uri-miss"
     remaining: int = 0
     fallback: bool = False
+    age: float = 0.0
 
 
 def decide(
@@ -65,7 +67,7 @@ def decide(
         return Decision("miss", found, forward="request")
     age = found.age(now)
     if current and age < found.ttl and (directives.max_age is None or age <= directives.max_age):
-        return Decision("hit", found, remaining=int(found.ttl - age))
+        return Decision("hit", found, remaining=int(found.ttl - age), age=age)
     # Past its lifetime (or soft-purged): it may still be served stale, within
     # the route's windows, unless it or the client forbids it.
     if directives.max_age is None and not forbids_stale(found.headers):

@@ -17,7 +17,8 @@ per ``CacheConfig``:
   stored in keys as a keyed digest (see :func:`intelligent_cache.keys.build_key`).
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,7 @@ class SensitiveNames:
         self._names = frozenset(names)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self._names or looks_secret(name.rpartition(".")[2]))
+        return isinstance(name, str) and (name in self._names or _looks_secret_label(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -55,6 +56,12 @@ class SensitiveNames:
     def __len__(self) -> int:
         # Never empty: any name may look like a secret, so a secret is always needed.
         return max(1, len(self._names))
+
+
+@functools.lru_cache(maxsize=4096)
+def _looks_secret_label(label: str) -> bool:
+    # "header.x-api-key" is judged by its name part.
+    return looks_secret(label.rpartition(".")[2])
 
 
 def _field_names(fields: Iterable[Any], *, header: bool) -> Iterator[str]:
@@ -158,6 +165,8 @@ class VaryPlan:
         sensitive: labels and query names whose values the key holds as a digest.
         per_caller: responses are per caller: sent with ``Cache-Control: private``.
         inputs: what the route's dependant tree reads.
+        unkeyed_credential_headers: credential headers the key does not hold
+            (as ASGI spells names: lowercase bytes).
     """
 
     sources: tuple[VarySource, ...]
@@ -168,6 +177,7 @@ class VaryPlan:
     sensitive: SensitiveNames
     per_caller: bool
     inputs: RouteInputs
+    unkeyed_credential_headers: frozenset[bytes]
 
     @classmethod
     def build(cls, inputs: RouteInputs, config: CacheConfig, *, where: str) -> "VaryPlan":
@@ -201,21 +211,26 @@ class VaryPlan:
             sensitive=SensitiveNames(sensitive),
             per_caller=bool(config.vary_by) or bool(keyed_cookies) or "authorization" in keyed_headers,
             inputs=inputs,
+            unkeyed_credential_headers=frozenset(
+                name.encode("latin-1", "replace")
+                for name in inputs.credential_headers - keyed_headers
+                if name != "cookie"
+            ),
         )
 
-    def credentialed(self, headers: Headers, cookies: Mapping[str, str]) -> bool:
-        """Whether a request carries credentials this key does not cover."""
+    def credentialed(self, headers: Headers, cookies: Callable[[], Mapping[str, str]]) -> bool:
+        """Whether a request carries credentials this key does not cover (``cookies()`` parses the jar)."""
         if self.identity:
             return False
-        inputs = self.inputs
-        if inputs.opaque_security:
+        if self.inputs.opaque_security:
             return True
+        unkeyed = self.unkeyed_credential_headers
         for name, _ in headers:
-            text = name.decode("latin-1")
-            if text == "cookie":
-                if any(cookie not in self.keyed_cookies for cookie in cookies) or not cookies:
+            if name == b"cookie":
+                jar = cookies()
+                if not jar or any(cookie not in self.keyed_cookies for cookie in jar):
                     return True
-            elif text in inputs.credential_headers and text not in self.keyed_headers:
+            elif name in unkeyed:
                 return True
         return False
 

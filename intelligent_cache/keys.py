@@ -61,6 +61,7 @@ that puts an entry and its counters in one Redis Cluster slot
 (:func:`slot_tag`).
 """
 
+import functools
 import hashlib
 import hmac
 import re
@@ -133,9 +134,12 @@ _SECRET_WORDS = (
     "sso",
 )
 
+_SECRET_WORD = re.compile("|".join(map(re.escape, _SECRET_WORDS)))
+
 Encoder = Callable[[str, str], str]
 
 
+@functools.lru_cache(maxsize=4096)
 def looks_secret(name: str) -> bool:
     """Whether a header, query parameter or cookie name conventionally carries a credential.
 
@@ -145,7 +149,7 @@ def looks_secret(name: str) -> bool:
     ``sort``, ``lang``, ``q`` and ``limit`` are not secret.
     """
     folded = unicodedata.normalize("NFKC", name).casefold()
-    return folded in CREDENTIAL_HEADERS or any(word in folded for word in _SECRET_WORDS)
+    return folded in CREDENTIAL_HEADERS or _SECRET_WORD.search(folded) is not None
 
 
 def _escape_char(match: re.Match[str]) -> str:

@@ -9,6 +9,7 @@ of responses the handler never saw) use its two halves, :func:`marks` and
 """
 
 import enum
+import functools
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response
@@ -18,7 +19,7 @@ from ._types import Header
 if TYPE_CHECKING:  # for annotations only: stats never import the request path
     from .stats import CacheStats
 
-__all__ = ["CACHE_NAME", "Outcome", "cache_status", "count", "mark", "marks"]
+__all__ = ["CACHE_NAME", "Outcome", "cache_status", "count", "hit_marks", "mark", "marks"]
 
 CACHE_NAME = "intelligent-cache"
 
@@ -31,12 +32,14 @@ class Outcome(enum.Enum):
     STALE = "STALE"  # served past its lifetime (stale-while-revalidate, stale-if-error)
     SKIP = "SKIP"  # computed without using the cache; the reason says why
 
-    @property
+    @functools.cached_property
     def header(self) -> bytes:
+        """The ``X-Cache`` value."""
         return self.value.encode()
 
-    @property
+    @functools.cached_property
     def stat(self) -> str:
+        """The name the stats count it under."""
         return self.value.lower()
 
 
@@ -45,11 +48,21 @@ def cache_status(*params: str) -> Header:
     return b"cache-status", "; ".join((CACHE_NAME, *params)).encode("latin-1")
 
 
-def marks(outcome: Outcome, *params: str, reason: str | None = None) -> list[Header]:
-    """The ``X-Cache`` and ``Cache-Status`` fields of ``outcome``; ``reason`` is shown as ``detail=``."""
+@functools.lru_cache(maxsize=4096)
+def marks(outcome: Outcome, *params: str, reason: str | None = None) -> tuple[Header, Header]:
+    """The ``X-Cache`` and ``Cache-Status`` fields of ``outcome``; ``reason`` is shown as ``detail=``.
+
+    Memoized: a handful of outcomes and parameters (``ttl=`` values) cover almost every response.
+    """
     if reason is not None:
         params = (*params, f"detail={reason}")
-    return [(b"x-cache", outcome.header), cache_status(*params)]
+    return (b"x-cache", outcome.header), cache_status(*params)
+
+
+@functools.lru_cache(maxsize=4096)
+def hit_marks(remaining: int) -> tuple[Header, Header]:
+    """:func:`marks` of a fresh HIT with ``remaining`` seconds of freshness (memoized by the number alone)."""
+    return marks(Outcome.HIT, "hit", f"ttl={remaining}")
 
 
 def count(stats: "CacheStats | None", route: str, outcome: Outcome, reason: str | None = None) -> None:

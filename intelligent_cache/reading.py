@@ -31,7 +31,7 @@ from ._types import Header
 from .coalescing import Claim, claim, release
 from .config import CacheConfig
 from .entry import CachedResponse, VaryIndex, encode_vary_index
-from .fastpath import LOOKUP_KEY, UNDECODED, EarlyLookup, origin_of
+from .fastpath import LOOKUP_KEY, PLAIN, UNDECODED, EarlyLookup
 from .freshness import Decision, decide
 from .inputs import VaryPlan
 from .keys import extend_key
@@ -39,7 +39,7 @@ from .outcome import Outcome, mark
 from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
-from .scope import manager_from_scope
+from .scope import manager_from_scope, origin_of
 from .storing import Basis, Storable, storable
 
 if TYPE_CHECKING:
@@ -142,7 +142,13 @@ async def read_through(route: RouteState, request: Request, handler: Handler) ->
         return mark(
             await handler(request), Outcome.SKIP, "fwd=bypass", stats=stats, route=route.template, reason="disabled"
         )
-    directives = RequestDirectives.parse(scope["headers"])
+    early: EarlyLookup | None = scope.get(LOOKUP_KEY)
+    if early is not None:  # the fast path saw no directive and no credential, and the origin
+        directives, credentials, origin = PLAIN, False, early.origin
+    else:
+        directives = RequestDirectives.parse(scope["headers"])
+        credentials = plan.credentialed(scope["headers"], lambda: request.cookies)
+        origin = origin_of(scope)
     revalidate = (directives.revalidate and manager.honor_request_no_cache) or bool(scope.get(REFRESH_FLAG))
     ctx = ReadContext(
         request=request,
@@ -151,9 +157,9 @@ async def read_through(route: RouteState, request: Request, handler: Handler) ->
         plan=plan,
         route=route,
         directives=directives,
-        credentials=plan.credentialed(scope["headers"], request.cookies),
+        credentials=credentials,
         revalidate=revalidate,
-        origin=origin_of(scope),
+        origin=origin,
     )
     token = ACTIVE.set(ctx)
     try:
@@ -214,14 +220,16 @@ async def after_dependencies(ctx: ReadContext, endpoint: Callable[[], Awaitable[
 async def look_up(ctx: ReadContext) -> Response | None:
     """Find the request's entry and decide; the response if the cache answers, else ``None`` (compute)."""
     ctx.looked_up = True
-    if not await _build_key(ctx):
-        return None
     manager, scope = ctx.manager, ctx.request.scope
+    early: EarlyLookup | None = scope.pop(LOOKUP_KEY, None)
+    if early is not None:  # the fast path keyed this request already (no vary source, known secret)
+        ctx.key, ctx.tags, ctx.counters, ctx.secret = early.key, early.tags, early.counters, early.secret
+    elif not await _build_key(ctx):
+        return None
     if ctx.unavailable:
         return None
-    early: EarlyLookup | None = scope.pop(LOOKUP_KEY, None)
     found: Any = UNDECODED
-    if early is not None and early.key == ctx.key and not ctx.revalidate:
+    if early is not None and not ctx.revalidate:
         raw, generations, found = early.raw, early.generations, early.entry
     else:
         raw, generations = await manager.io.lookup(ctx.key, ctx.counters)

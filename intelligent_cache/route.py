@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -34,6 +34,9 @@ from .outcome import Outcome, count, marks
 from .reading import ACTIVE, after_dependencies, read_through
 from .routestate import RouteState
 from .scope import manager_from_scope
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["CachedRoute"]
 
@@ -199,19 +202,19 @@ class CachedRoute(APIRoute):
             send = _without_body(send)
         state: RouteState | None = getattr(_compat.scope_route(scope, self), _STATE_ATTRIBUTE, None)
         if state is not None:
-            started = time.perf_counter()
-            try:
-                hit = await find_hit(state, scope)
-            except Exception:  # the full path below handles (and reports) whatever went wrong
-                scope.pop(LOOKUP_KEY, None)
-                hit = None
-            if hit is not None:
-                status, headers, body = hit
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                manager = manager_from_scope(scope)
-                if manager is not None:
+            manager = manager_from_scope(scope)
+            if manager is not None:
+                started = time.perf_counter()
+                try:
+                    hit = await find_hit(state, manager, scope)
+                except Exception:  # the full path below handles (and reports) whatever went wrong
+                    scope.pop(LOOKUP_KEY, None)
+                    hit = None
+                if hit is not None:
+                    status, headers, body = hit
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
                     manager.stats.observe(state.template, "hit", time.perf_counter() - started)
-                return
+                    return
             send = _marking_errors(send, scope, state.template)
         await super().handle(scope, receive, send)

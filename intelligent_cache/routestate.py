@@ -11,14 +11,20 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Scope
+
 from .config import CacheConfig, get_config, template_fields
 from .inputs import RouteInputs, VaryPlan
 from .invalidation import generation_keys
 from .keys import build_key
 from .lru import ENTRY_OVERHEAD, BoundedLRU
 from .policy import RequestDirectives
+from .scope import origin_of
 
-__all__ = ["RouteState"]
+__all__ = ["FastNames", "RouteState"]
+
+# What the fast path keys a request with: origin, key, tags, counters.
+FastNames = tuple[str, str, tuple[str, ...], list[str]]
 
 logger = logging.getLogger("intelligent_cache")
 
@@ -38,7 +44,11 @@ class RouteState:
         self._config: CacheConfig | None = None
         self._plan: VaryPlan | None = None
         self.fast_path_headers: frozenset[bytes] = frozenset()
+        # Whether the fast path may answer: no dependencies to run, no vary source, and
+        # not every request credentialed (a security scheme that may read anything).
+        self.fast_path = False
         self._keys: BoundedLRU[tuple[Any, ...], str] = BoundedLRU(max_bytes=_MEMO_BYTES)
+        self._names: BoundedLRU[tuple[Any, ...], FastNames] = BoundedLRU(max_bytes=_MEMO_BYTES)
         self._counters: BoundedLRU[str, tuple[tuple[str, ...], list[str]]] = BoundedLRU(max_bytes=_MEMO_BYTES)
         self._warned: set[str] = set()
 
@@ -56,22 +66,46 @@ class RouteState:
             self._keys.clear()
             self._counters.clear()
             self.fast_path_headers = plan.fast_path_headers() | RequestDirectives.FIELDS
+            self.fast_path = not (plan.late or plan.sources or plan.credentialed((), dict))
+            self._names.clear()
             self._config, self._plan = config, plan
         return config, self._plan
 
     def key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...], secret: bytes) -> str:
         """The cache key of a GET of this route (memoized for short inputs)."""
         memo_key = (path, query, vary, secret)
-        cost = len(path) + len(query) + sum(len(label) + len(value or "") for label, value in vary)
-        key: str | None = self._keys.get(memo_key) if cost <= _MEMO_INPUT_LIMIT else None
+        key = self._keys.get(memo_key)
         if key is None:
             assert self._config is not None and self._plan is not None
             key = build_key(
                 "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
             )
+            cost = len(path) + len(query) + sum(len(label) + len(value or "") for label, value in vary)
             if cost <= _MEMO_INPUT_LIMIT:
                 self._keys.put(memo_key, key, cost + len(key) + ENTRY_OVERHEAD)
         return key
+
+    def fast_names(self, scope: Scope, host: bytes, key_by_host: bool, secret: bytes) -> FastNames:
+        """Origin, key, tags and counters of a request the fast path serves (one memo for them all).
+
+        The full path reuses them through the fast path's lookup, so they are built once per request.
+        """
+        path: str = scope["path"]
+        query: bytes = scope["query_string"]
+        memo_key = (path, query, host or scope.get("server"), scope.get("scheme"), key_by_host, secret)
+        found = self._names.get(memo_key)
+        if found is None:
+            assert self._config is not None and self._plan is not None
+            origin = origin_of(scope, host)
+            vary = (("origin", origin),) if key_by_host else ()
+            key = build_key(
+                "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
+            )
+            found = (origin, key, *self.counters(path, scope.get("path_params", {})))
+            cost = len(path) + len(query) + len(host)
+            if cost <= _MEMO_INPUT_LIMIT:
+                self._names.put(memo_key, found, cost + len(origin) + len(key) + ENTRY_OVERHEAD)
+        return found
 
     def counters(self, path: str, params: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
         """The entry's tags and the generation counters it depends on."""

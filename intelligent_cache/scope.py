@@ -1,4 +1,4 @@
-"""Finding the cache of the app serving a request, without importing the manager.
+"""What the cache reads off an ASGI scope: the app's manager (without importing it) and the origin.
 
 The request path (route, reading, writes) only needs to find the manager an
 app was given by ``init_app``; :class:`AttachedCache` lets it check what it
@@ -8,10 +8,12 @@ request path (imports run one way: manager -> route -> reading -> scope).
 
 from typing import TYPE_CHECKING, Any
 
+from starlette.types import Scope
+
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope"]
+__all__ = ["STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of"]
 
 #: The ``app.state`` attribute holding an app's :class:`~intelligent_cache.CacheManager`.
 STATE_ATTRIBUTE = "intelligent_cache"
@@ -33,3 +35,13 @@ def manager_from_scope(scope: Any) -> "CacheManager | None":
         return None
     scope[_SCOPE_KEY] = (app, manager)
     return manager  # type: ignore[return-value]
+
+
+def origin_of(scope: Scope, host: bytes | None = None) -> str:
+    """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
+    if host is None:
+        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
+    if not host:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}".encode() if server else b""
+    return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"

@@ -8,6 +8,7 @@ that each process adds its deltas to in batches (see
 request.
 """
 
+import bisect
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +73,8 @@ class CacheStats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self._flushed: dict[str, int] = {}
+        # Counter names by (route, outcome[, bucket]): a few per route, built once.
+        self._names: dict[tuple[object, ...], str] = {}
 
     def _add(self, name: str, amount: int = 1) -> None:
         counters = self.counters
@@ -80,18 +83,26 @@ class CacheStats:
     def record(self, route: str, outcome: str) -> None:
         """Count one request of ``route`` with ``outcome`` (hit, miss, skip, stale)."""
         total = _OUTCOMES[outcome]
-        self._add(total)
-        self._add(f"route|{route}|{total}")
+        counters = self.counters
+        counters[total] = counters.get(total, 0) + 1
+        name = self._names.get(("route", route, total))
+        if name is None:
+            name = self._names["route", route, total] = f"route|{route}|{total}"
+        counters[name] = counters.get(name, 0) + 1
 
     def observe(self, route: str, outcome: str, seconds: float) -> None:
         """Add a request's duration in the cache layer to the latency histogram."""
-        bucket = len(LATENCY_BUCKETS)
-        for index, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                bucket = index
-                break
-        self._add(f"latency|{route}|{outcome}|{bucket}")
-        self._add(f"latency_us|{route}|{outcome}", int(seconds * 1_000_000))
+        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+        names = self._names
+        histogram = names.get(("latency", route, outcome, bucket))
+        if histogram is None:
+            histogram = names["latency", route, outcome, bucket] = f"latency|{route}|{outcome}|{bucket}"
+        total = names.get(("latency_us", route, outcome))
+        if total is None:
+            total = names["latency_us", route, outcome] = f"latency_us|{route}|{outcome}"
+        counters = self.counters
+        counters[histogram] = counters.get(histogram, 0) + 1
+        counters[total] = counters.get(total, 0) + int(seconds * 1_000_000)
 
     def hit(self, route: str) -> None:
         self.record(route, "hit")
