@@ -104,15 +104,6 @@ class CacheStats:
         counters[histogram] = counters.get(histogram, 0) + 1
         counters[total] = counters.get(total, 0) + int(seconds * 1_000_000)
 
-    def hit(self, route: str) -> None:
-        self.record(route, "hit")
-
-    def miss(self, route: str) -> None:
-        self.record(route, "miss")
-
-    def served_stale(self, route: str) -> None:
-        self.record(route, "stale")
-
     def skip(self, route: str, reason: str) -> None:
         self.record(route, "skip")
         self._add(f"skip_reason|{reason}")
