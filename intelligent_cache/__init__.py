@@ -13,7 +13,9 @@ Quick start::
     async def list_items(page: int = 1): ...
 """
 
-from .backends import CacheBackend, MemoryBackend
+from typing import TYPE_CHECKING, Any
+
+from .backends import CacheBackend, MemoryBackend, NearCache
 from .config import CacheConfig, cache_config, invalidates
 from .entry import CachedResponse
 from .exceptions import (
@@ -29,6 +31,10 @@ from .manager import CacheManager, get_cache_service
 from .route import CachedRoute
 from .service import CacheService
 from .stats import CacheStats
+
+if TYPE_CHECKING:
+    from .backends.redis import RedisBackend
+    from .backends.redis_cluster import RedisClusterBackend
 
 __version__ = "0.2.0"
 
@@ -46,10 +52,22 @@ __all__ = [
     "CorruptEntryError",
     "IntelligentCacheError",
     "MemoryBackend",
+    "NearCache",
     "NoCacheManager",
+    "RedisBackend",
+    "RedisClusterBackend",
     "__version__",
     "build_key",
     "cache_config",
     "get_cache_service",
     "invalidates",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The Redis backends need the optional redis extra: imported on first use only.
+    if name in ("RedisBackend", "RedisClusterBackend"):
+        from . import backends
+
+        return getattr(backends, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,7 @@ same function, so FastAPI still sees the original signature and the decorator
 works whichever side of ``@app.get(...)`` it is written on.
 """
 
+import datetime
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -19,7 +20,9 @@ __all__ = [
     "INVALIDATION_ATTRIBUTE",
     "CacheConfig",
     "InvalidationConfig",
+    "Seconds",
     "VarySource",
+    "as_seconds",
     "cache_config",
     "get_config",
     "get_invalidation",
@@ -36,6 +39,15 @@ _TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: A duration: seconds, or a :class:`datetime.timedelta`.
+Seconds = float | datetime.timedelta
+
+
+def as_seconds(value: Any) -> Any:
+    """``value`` in seconds if it is a :class:`datetime.timedelta`, else unchanged (validated by the caller)."""
+    return value.total_seconds() if isinstance(value, datetime.timedelta) else value
+
 
 #: Where a vary source reads its value: ``request.state``, a header or a cookie.
 VaryKind = Literal["state", "header", "cookie"]
@@ -152,14 +164,14 @@ def cache_config(func: F, /) -> F: ...
 @overload
 def cache_config(
     *,
-    ttl_seconds: float | None = None,
+    ttl_seconds: Seconds | None = None,
     vary_by: Iterable[str] | None = None,
     enabled: bool = True,
     key_prefix: str | None = None,
     tags: Iterable[str] = (),
     public: bool = False,
-    stale_while_revalidate: float = 0,
-    stale_if_error: float = 0,
+    stale_while_revalidate: Seconds = 0,
+    stale_if_error: Seconds = 0,
     ttl_from_headers: bool = False,
     skip_dependencies_on_hit: bool = False,
     cacheable_statuses: Iterable[int] = (200,),
@@ -170,14 +182,14 @@ def cache_config(
     func: F | None = None,
     /,
     *,
-    ttl_seconds: float | None = None,
+    ttl_seconds: Seconds | None = None,
     vary_by: Iterable[str] | None = None,
     enabled: bool = True,
     key_prefix: str | None = None,
     tags: Iterable[str] = (),
     public: bool = False,
-    stale_while_revalidate: float = 0,
-    stale_if_error: float = 0,
+    stale_while_revalidate: Seconds = 0,
+    stale_if_error: Seconds = 0,
     ttl_from_headers: bool = False,
     skip_dependencies_on_hit: bool = False,
     cacheable_statuses: Iterable[int] = (200,),
@@ -193,7 +205,8 @@ def cache_config(
 
     Args:
         ttl_seconds: seconds a stored response stays fresh (default: the
-            manager's ``default_ttl``).
+            manager's ``default_ttl``). Every duration here may also be a
+            :class:`datetime.timedelta`.
         vary_by: extra key inputs: ``"user_id"`` reads ``request.state.user_id``,
             ``"header:X-Tenant"`` a header, ``"cookie:session"`` a cookie.
             Declaring it also lets requests with ``Authorization`` or ``Cookie``
@@ -230,14 +243,14 @@ def cache_config(
     if isinstance(tags, str):
         raise ConfigurationError("tags takes a list of strings, not a single string")
     config = CacheConfig(
-        ttl_seconds=ttl_seconds,
+        ttl_seconds=as_seconds(ttl_seconds),
         vary_by=sources,
         enabled=bool(enabled),
         key_prefix=key_prefix,
         tags=tuple(tags),
         public=bool(public),
-        stale_while_revalidate=stale_while_revalidate,
-        stale_if_error=stale_if_error,
+        stale_while_revalidate=as_seconds(stale_while_revalidate),
+        stale_if_error=as_seconds(stale_if_error),
         ttl_from_headers=bool(ttl_from_headers),
         skip_dependencies_on_hit=bool(skip_dependencies_on_hit),
         cacheable_statuses=frozenset(cacheable_statuses),

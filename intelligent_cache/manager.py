@@ -15,6 +15,7 @@ from .admin import AdminOptions, admin_router
 from .backends.base import CacheBackend
 from .backends.failopen import FailOpenBackend
 from .backends.memory import MemoryBackend
+from .config import Seconds, as_seconds
 from .entry import CachedResponse
 from .exceptions import ConfigurationError, NoCacheManager
 from .flights import FlightGroup
@@ -36,7 +37,8 @@ class CacheManager(AttachedCache):
 
     Args:
         backend: where entries live; a fresh :class:`MemoryBackend` if omitted.
-        default_ttl: seconds an entry stays fresh when the route sets no TTL.
+        default_ttl: seconds an entry stays fresh when the route sets no TTL
+            (this and every duration here may be a :class:`datetime.timedelta`).
         enabled: ``False`` turns every cached route into a pass-through.
         include_admin_routes: mount the admin API under ``admin_prefix``.
         admin_dependencies: dependencies applied to every admin route.
@@ -84,7 +86,7 @@ class CacheManager(AttachedCache):
         self,
         backend: CacheBackend | None = None,
         *,
-        default_ttl: float = 60,
+        default_ttl: Seconds = 60,
         enabled: bool = True,
         include_admin_routes: bool = False,
         admin_dependencies: Sequence[Depends] | None = None,
@@ -92,11 +94,11 @@ class CacheManager(AttachedCache):
         allow_unauthenticated_admin: bool = False,
         admin_prefix: str = "/api/cache",
         max_response_size: int = 10 * 1024 * 1024,
-        lock_timeout: float = 5.0,
+        lock_timeout: Seconds = 5.0,
         cache_control: bool = True,
         soft_purge: bool = False,
         invalidation_exclude_paths: Sequence[str] = (),
-        stats_flush_interval: float = 1.0,
+        stats_flush_interval: Seconds = 1.0,
         key_by_host: bool = False,
         honor_request_no_cache: bool = True,
         key_secret: str | bytes | None = None,
@@ -104,6 +106,8 @@ class CacheManager(AttachedCache):
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
             raise ConfigurationError("backend must be a CacheBackend instance")
+        default_ttl, lock_timeout = as_seconds(default_ttl), as_seconds(lock_timeout)
+        stats_flush_interval = as_seconds(stats_flush_interval)
         if isinstance(default_ttl, bool) or not isinstance(default_ttl, int | float):
             raise ConfigurationError(f"default_ttl must be a number, got {default_ttl!r}")
         if not math.isfinite(default_ttl) or default_ttl <= 0:

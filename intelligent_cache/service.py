@@ -3,6 +3,7 @@
 import math
 from typing import TYPE_CHECKING, Any
 
+from .config import Seconds, as_seconds
 from .entry import CachedResponse, encode, encode_value
 from .exceptions import BackendError
 from .invalidation import invalidation_keys, tag_keys
@@ -58,13 +59,14 @@ class CacheService:
         raw = await self._call("get", self._manager.backend.get(_check_key(key)))
         return None if raw is None else self._manager.io.decode(raw)
 
-    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+    async def set(self, key: str, value: Any, ttl: Seconds | None = None) -> None:
         """Store ``value`` (anything msgpack can encode, or a :class:`CachedResponse`).
 
         Args:
-            ttl: seconds to keep it; the manager's ``default_ttl`` if omitted.
+            ttl: seconds (or a :class:`datetime.timedelta`) to keep it; the
+                manager's ``default_ttl`` if omitted.
         """
-        seconds = self._manager.default_ttl if ttl is None else ttl
+        seconds = self._manager.default_ttl if ttl is None else as_seconds(ttl)
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, int | float)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from datetime import timedelta
 
 import pytest
 from fastapi import FastAPI
@@ -291,3 +292,31 @@ def test_memory_backend_rejects_invalid_max_entries(kwargs):
 def test_memory_backend_rejects_invalid_max_bytes(kwargs):
     with pytest.raises(ConfigurationError):
         MemoryBackend(**kwargs)
+
+
+def test_durations_may_be_timedeltas_everywhere():
+    import asyncio
+
+    @cache_config(ttl_seconds=timedelta(minutes=5), stale_while_revalidate=timedelta(seconds=30))
+    async def endpoint() -> None: ...
+
+    config = get_config(endpoint)
+    assert config is not None
+    assert (config.ttl_seconds, config.stale_while_revalidate) == (300.0, 30.0)
+    manager = CacheManager(default_ttl=timedelta(hours=1), lock_timeout=timedelta(seconds=2))
+    assert (manager.default_ttl, manager.lock_timeout) == (3600.0, 2.0)
+
+    async def store() -> float | None:
+        await manager.service().set("k", 1, ttl=timedelta(seconds=90))
+        (_, ttl), *_ = (await manager.backend.scan("k"))[1]
+        return ttl
+
+    assert 89 < (asyncio.run(store()) or 0) <= 90
+
+
+@pytest.mark.parametrize("bad", [timedelta(0), timedelta(seconds=-1)])
+def test_a_non_positive_timedelta_is_refused_like_a_number(bad):
+    with pytest.raises(ConfigurationError, match="ttl_seconds"):
+        cache_config(ttl_seconds=bad)
+    with pytest.raises(ConfigurationError, match="default_ttl"):
+        CacheManager(default_ttl=bad)
