@@ -268,10 +268,15 @@ def far_from_utc(monkeypatch):
     time.tzset()
 
 
-def test_minus_zero_zone_is_read_as_gmt(far_from_utc):
-    # parsedate gives a naive datetime for "-0000"; as local time it would be hours off.
-    headers = [(b"date", DATE.encode()), (b"expires", b"Thu, 01 Jan 2099 00:01:00 -0000")]
+def test_dates_are_read_as_gmt_whatever_the_local_zone(far_from_utc):
+    headers = [(b"date", DATE.encode()), (b"expires", b"Thu, 01 Jan 2099 00:01:00 GMT")]
     assert response_ttl(headers) == 60.0
+
+
+def test_a_numeric_zone_is_not_an_http_date_so_expires_means_expired(far_from_utc):
+    # RFC 9110 section 5.6.7 allows only GMT; RFC 9111 section 5.3: an invalid Expires is in the past.
+    headers = [(b"date", DATE.encode()), (b"expires", b"Thu, 01 Jan 2099 00:01:00 -0000")]
+    assert response_ttl(headers) == 0.0
 
 
 def test_expires_without_date_counts_from_now():
