@@ -71,6 +71,11 @@ from urllib.parse import parse_qsl
 
 from .exceptions import ConfigurationError
 
+# Formerly defined here (custom backends imported them): re-exported, import them from globs.
+from .globs import GlobPattern as GlobPattern
+from .globs import compile_glob as compile_glob
+from .globs import glob_to_regex as glob_to_regex
+
 __all__ = [
     "CREDENTIAL_HEADERS",
     "INTERNAL_PREFIX",

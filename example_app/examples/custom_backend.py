@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from intelligent_cache import CacheBackend, CacheManager, cache_config
 from intelligent_cache.backends.base import new_generation
-from intelligent_cache.keys import glob_to_regex  # Redis-style globs, as clear_pattern and the admin API pass
+from intelligent_cache.globs import compile_glob  # Redis-style globs, as clear_pattern and the admin API pass
 
 
 class DictBackend(CacheBackend):
@@ -66,7 +66,7 @@ class DictBackend(CacheBackend):
     async def scan(
         self, pattern: str = "*", cursor: int = 0, count: int = 100
     ) -> tuple[int, list[tuple[str, float | None]]]:
-        regex, now = glob_to_regex(pattern), self._clock()
+        regex, now = compile_glob(pattern), self._clock()
         later = [(number, key, expires) for key, (_, expires, number) in self._entries.items() if number > cursor]
         page = later[:count]
         matched: list[tuple[str, float | None]] = [
@@ -75,7 +75,7 @@ class DictBackend(CacheBackend):
         return (page[-1][0] if len(later) > count else 0), matched
 
     async def clear(self, pattern: str | None = None) -> int:
-        regex, now = glob_to_regex("*" if pattern is None else pattern), self._clock()
+        regex, now = compile_glob("*" if pattern is None else pattern), self._clock()
         matched = {key: item[1] for key, item in self._entries.items() if regex.fullmatch(key)}
         for key in matched:
             del self._entries[key]
