@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 PEERS_VENV ?= .venv-bench-peers
 OLDEST_REDIS ?= 5.3.1
 
-.PHONY: help install demo test test-oldest test-0141 check lint typecheck format bench faults soak clean
+.PHONY: help install demo test test-oldest test-0141 quickstart check lint typecheck format bench faults soak conformance clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ $(OLDEST_VENV)/bin/.installed: setup.cfg setup.py pyproject.toml
 	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(OLDEST_VENV)/bin/python -m pip install --quiet -e '.[redis,test]' 'fastapi==$(OLDEST_FASTAPI)' 'redis==$(OLDEST_REDIS)'
 	touch $@
+
+quickstart: $(BIN)/.installed ## The README's install and quick start in a clean venv, exactly as written
+	$(BIN)/python -m tests.check_quickstart
 
 test-oldest: $(OLDEST_VENV)/bin/.installed ## Run the suite on the oldest supported FastAPI and redis-py
 	$(OLDEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
@@ -90,6 +93,9 @@ faults: $(BIN)/.bench-installed ## Fault run: example_app under load while Redis
 soak: $(BIN)/.bench-installed ## 10-minute soak: RSS and memory-backend budget stay flat
 	$(BIN)/python -m bench.soak
 
+conformance: $(BIN)/.installed ## HTTP caching conformance (cache-tests suite) against example_app's proxy
+	$(BIN)/python -m bench.conformance
+
 clean: ## Remove virtualenvs, caches and build output
-	rm -rf $(VENV) $(OLDEST_VENV) $(FASTAPI_0141_VENV) $(PEERS_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) $(FASTAPI_0141_VENV) $(PEERS_VENV) .conformance build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

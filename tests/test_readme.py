@@ -75,7 +75,7 @@ def test_setup_commands_exist() -> None:
         subprocess.run(["make", "-n", target], cwd=ROOT, check=True, capture_output=True)
     commands = [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
     installs = [command for command in commands if command.startswith("pip install")]
-    assert installs == ["pip install 'fastapi-intelligent-cache[redis]'"]
+    assert installs == ["pip install 'fastapi-intelligent-cache[redis]'", "pip install httpx2"]
     setup_cfg = (ROOT / "setup.cfg").read_text()
     assert "name = fastapi-intelligent-cache" in setup_cfg
     assert re.search(r"^redis =", setup_cfg, re.MULTILINE)
