@@ -20,6 +20,7 @@ __all__ = [
     "INVALIDATION_ATTRIBUTE",
     "CacheConfig",
     "InvalidationConfig",
+    "Mode",
     "Seconds",
     "VarySource",
     "as_seconds",
@@ -51,6 +52,8 @@ def as_seconds(value: Any) -> Any:
 
 #: Where a vary source reads its value: ``request.state``, a header or a cookie.
 VaryKind = Literal["state", "header", "cookie"]
+#: How a route's freshness is decided: by the route (``app``) or by the response, as RFC 9111 says (``http``).
+Mode = Literal["app", "http"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
@@ -106,8 +109,19 @@ class CacheConfig:
     ttl_from_headers: bool = False
     skip_dependencies_on_hit: bool = False
     cacheable_statuses: frozenset[int] = frozenset({200})
+    mode: "Mode" = "app"
+    heuristic_freshness: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.mode not in ("app", "http"):
+            raise ConfigurationError(f"mode must be 'app' or 'http', got {self.mode!r}")
+        _check_seconds("heuristic_freshness", self.heuristic_freshness, allow_zero=True)
+        if self.heuristic_freshness > 1:
+            raise ConfigurationError(
+                f"heuristic_freshness is a fraction of at most 1, got {self.heuristic_freshness!r}"
+            )
+        if self.heuristic_freshness and self.mode != "http":
+            raise ConfigurationError("heuristic_freshness only applies with mode='http'")
         if self.ttl_seconds is not None:
             _check_seconds("ttl_seconds", self.ttl_seconds, allow_zero=False)
         _check_seconds("stale_while_revalidate", self.stale_while_revalidate, allow_zero=True)
@@ -174,7 +188,9 @@ def cache_config(
     stale_if_error: Seconds = 0,
     ttl_from_headers: bool = False,
     skip_dependencies_on_hit: bool = False,
-    cacheable_statuses: Iterable[int] = (200,),
+    cacheable_statuses: Iterable[int] | None = None,
+    mode: "Mode" = "app",
+    heuristic_freshness: float = 0.0,
 ) -> Callable[[F], F]: ...
 
 
@@ -192,7 +208,9 @@ def cache_config(
     stale_if_error: Seconds = 0,
     ttl_from_headers: bool = False,
     skip_dependencies_on_hit: bool = False,
-    cacheable_statuses: Iterable[int] = (200,),
+    cacheable_statuses: Iterable[int] | None = None,
+    mode: "Mode" = "app",
+    heuristic_freshness: float = 0.0,
 ) -> F | Callable[[F], F]:
     """Mark an endpoint as cacheable and say how.
 
@@ -230,6 +248,20 @@ def cache_config(
             them authorizes the caller.
         cacheable_statuses: statuses that may be stored (a subset of
             :data:`HEURISTIC_STATUSES`); default ``{200}``.
+        mode: ``"app"`` (the default): the route says how long its responses
+            are fresh. ``"http"``: the cache behaves as an RFC 9111 shared cache
+            in front of the endpoint (a proxy, say): freshness only from the
+            response (``Intelligent-Cache-Control`` > ``CDN-Cache-Control`` >
+            ``Cache-Control`` ``s-maxage`` > ``max-age`` > ``Expires``), its
+            ``Age`` counted, stale entries revalidated with a conditional
+            request, ``Range`` answered from the entry, the request target
+            keyed byte for byte. ``ttl_seconds``, ``ttl_from_headers``, the
+            ``stale_*`` windows and ``cacheable_statuses`` are the response's
+            to say in this mode, and setting them is an error.
+        heuristic_freshness: in ``"http"`` mode, the fraction of ``Date -
+            Last-Modified`` a response without explicit freshness stays fresh
+            (RFC 9111 section 4.2.2; 0.1 is customary); 0, the default, never
+            guesses.
 
     Raises:
         ConfigurationError: an option is invalid.
@@ -242,6 +274,19 @@ def cache_config(
         raise ConfigurationError(f"vary_by lists a source twice: {labels}")
     if isinstance(tags, str):
         raise ConfigurationError("tags takes a list of strings, not a single string")
+    if mode == "http":
+        fixed = {
+            "ttl_seconds": ttl_seconds is not None,
+            "ttl_from_headers": bool(ttl_from_headers),
+            "stale_while_revalidate": bool(as_seconds(stale_while_revalidate)),
+            "stale_if_error": bool(as_seconds(stale_if_error)),
+            "cacheable_statuses": cacheable_statuses is not None,
+        }
+        given = [name for name, set_ in fixed.items() if set_]
+        if given:
+            raise ConfigurationError(
+                f"mode='http' takes freshness and what may be stored from the response; drop {', '.join(given)}"
+            )
     config = CacheConfig(
         ttl_seconds=as_seconds(ttl_seconds),
         vary_by=sources,
@@ -253,7 +298,9 @@ def cache_config(
         stale_if_error=as_seconds(stale_if_error),
         ttl_from_headers=bool(ttl_from_headers),
         skip_dependencies_on_hit=bool(skip_dependencies_on_hit),
-        cacheable_statuses=frozenset(cacheable_statuses),
+        cacheable_statuses=frozenset((200,) if cacheable_statuses is None else cacheable_statuses),
+        mode=mode,
+        heuristic_freshness=heuristic_freshness,
     )
 
     def decorate(endpoint: F) -> F:

@@ -10,6 +10,7 @@ from typing import Literal, NamedTuple
 
 from .config import CacheConfig
 from .entry import CachedResponse
+from .httpmode import rules
 from .policy import RequestDirectives, forbids_stale, shareable_with_credentials
 
 __all__ = ["Decision", "decide"]
@@ -66,13 +67,27 @@ def decide(
     if revalidate:
         return Decision("miss", found, forward="request")
     age = found.age(now)
-    if current and age < found.ttl and (directives.max_age is None or age <= directives.max_age):
+    http = config.mode == "http"
+    if (
+        current
+        and age < found.ttl
+        and (directives.max_age is None or age <= directives.max_age)
+        and not (http and directives.min_fresh is not None and found.ttl - age < directives.min_fresh)
+    ):
         return Decision("hit", found, remaining=int(found.ttl - age), age=age)
     # Past its lifetime (or soft-purged): it may still be served stale, within
-    # the route's windows, unless it or the client forbids it.
-    if directives.max_age is None and not forbids_stale(found.headers):
-        if config.stale_while_revalidate and age < found.ttl + config.stale_while_revalidate:
+    # the windows of the route (or, in HTTP mode, of the response), unless it
+    # or the client forbids it.
+    if http:
+        stale = rules(found.headers)
+        forbidden, swr, sie = stale.forbids_stale, stale.stale_while_revalidate, stale.stale_if_error
+        if current and not forbidden and directives.max_stale is not None and age < found.ttl + directives.max_stale:
+            return Decision("hit", found, age=age)  # the client accepts it this stale (RFC 9111 section 5.2.1.2)
+    else:
+        forbidden, swr, sie = forbids_stale(found.headers), config.stale_while_revalidate, config.stale_if_error
+    if directives.max_age is None and not forbidden:
+        if swr and age < found.ttl + swr:
             return Decision("stale", found)
-        if config.stale_if_error and age < found.ttl + config.stale_if_error:
+        if sie and age < found.ttl + sie:
             return Decision("miss", found, forward="stale", fallback=True)
     return Decision("miss", found, forward="stale")

@@ -246,6 +246,7 @@ def build_key(
     *,
     secret: bytes | None = None,
     sensitive: Collection[str] = (),
+    exact_query: bool = False,
 ) -> str:
     """Build the cache key of a request (see the module docstring for its guarantees).
 
@@ -260,6 +261,9 @@ def build_key(
             parameter names (``"api_key"``) whose values the key carries as
             ``~h`` and a keyed digest: a name is sensitive if it is ``in``
             the collection, or if the collection lists it in another case.
+        exact_query: key the query string byte for byte (one ``?`` part) instead
+            of as the endpoint reads it: what a proxy forwards is the target as
+            sent. Its values are then never digested, whatever ``sensitive`` says.
 
     Raises:
         ConfigurationError: (a ``ValueError``) ``sensitive`` is not empty and
@@ -270,7 +274,11 @@ def build_key(
     if prefix is not None:
         head.insert(0, _head_part(prefix))
     segments = path_segments(path)
-    rest = [f"{_part(name)}={encode(name, value)}" for name, value in canonical_query(query_string)]
+    if exact_query:
+        raw = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
+        rest = ["?" + _part(raw)] if raw else []
+    else:
+        rest = [f"{_part(name)}={encode(name, value)}" for name, value in canonical_query(query_string)]
     for label, value in vary:
         part = "@" + _vary_label(label)
         rest.append(part if value is None else f"{part}={encode(label, value)}")

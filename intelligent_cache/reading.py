@@ -27,16 +27,18 @@ from typing import TYPE_CHECKING, Any
 from fastapi import HTTPException, Request
 from starlette.responses import Response
 
+from . import httpmode
 from ._types import Header
 from .coalescing import Claim, claim, release
 from .config import CacheConfig
 from .entry import CachedResponse, VaryIndex, encode_vary_index
 from .fastpath import LOOKUP_KEY, PLAIN, UNDECODED, EarlyLookup
 from .freshness import Decision, decide
+from .httpmode import CONDITIONAL_FIELDS, conditional, ranged
 from .inputs import VaryPlan
 from .keys import extend_key
 from .outcome import Outcome, mark
-from .policy import RequestDirectives, etag_matches, must_revalidate
+from .policy import RequestDirectives, etag_matches, must_revalidate, parse_http_date
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
 from .scope import manager_from_scope, origin_of
@@ -94,6 +96,7 @@ class ReadContext:
     secret: bytes | None = None
     held: Claim | None = None
     computed: CachedResponse | None = None
+    revalidating: CachedResponse | None = None  # HTTP mode: the stale entry the endpoint is asked to validate
     entered: bool = False
     stored_at: float = 0.0
     served: bool = False
@@ -272,7 +275,21 @@ async def look_up(ctx: ReadContext) -> Response | None:
         return serve(ctx, decision.entry, Outcome.STALE, "hit", "fwd=stale")
     if ctx.directives.only_if_cached:
         return ctx.answer(_gateway_timeout(), Outcome.SKIP, f"fwd={decision.forward}", reason="only-if-cached")
+    if ctx.config.mode == "http" and decision.entry is not None and decision.entry.generations == tuple(generations):
+        _ask_to_validate(ctx, decision.entry)
     return None
+
+
+def _ask_to_validate(ctx: ReadContext, entry: CachedResponse) -> None:
+    """HTTP mode: the endpoint gets the stored entry's validators instead of the client's preconditions."""
+    validators = conditional(entry)
+    if not validators:
+        return
+    ctx.revalidating = entry
+    request = ctx.request
+    kept = [(name, value) for name, value in request.scope["headers"] if name not in CONDITIONAL_FIELDS]
+    request.scope["headers"] = [*kept, *validators]
+    request.__dict__.pop("_headers", None)  # Starlette's cached view of the old list
 
 
 async def _build_key(ctx: ReadContext) -> bool:
@@ -305,7 +322,7 @@ async def _build_key(ctx: ReadContext) -> bool:
         secret = ctx.manager.io.local_secret
     ctx.secret = secret
     scope = ctx.request.scope
-    ctx.key = ctx.route.key(scope["path"], scope["query_string"], tuple(vary), ctx.secret)
+    ctx.key = ctx.route.key(scope, tuple(vary), ctx.secret)
     ctx.tags, ctx.counters = ctx.route.counters(scope["path"], scope.get("path_params", {}))
     return True
 
@@ -315,8 +332,12 @@ def serve(
 ) -> Response:
     """Answer from an entry (HIT, STALE, collapsed): 304 when the client's validator matches."""
     extra = [(b"age", b"%d" % entry.age(ctx.manager.clock()))]
-    if validator_matches(ctx.directives, entry.headers):
+    directives = ctx.directives
+    part = ranged(entry, directives.range, directives.if_range) if ctx.config.mode == "http" else None
+    if validator_matches(directives, entry.headers):
         response: Response = _StoredResponse(304, _not_modified_headers(entry.headers) + extra, b"")
+    elif part is not None:
+        response = _StoredResponse(part[0], [*part[1], *extra], part[2])
     else:
         response = _StoredResponse(entry.status, [*entry.headers, *extra], entry.body)
     return ctx.answer(response, outcome, *params, reason=reason)
@@ -326,33 +347,16 @@ async def conclude(ctx: ReadContext, response: Response) -> Response:
     """The endpoint ran (or the cache answered inside the handler): store what may be stored, and say so."""
     if ctx.served:
         return response
-    manager = ctx.manager
     if ctx.skip is not None or not ctx.entered:
         return ctx.answer(response, Outcome.SKIP, "fwd=bypass", reason=ctx.skip or "streaming")
     if response.status_code in _SERVER_ERRORS:
         fallback = on_error(ctx)
         if fallback is not None:
             return fallback
+    if ctx.revalidating is not None and response.status_code == 304:
+        return await _validated(ctx, ctx.revalidating, response)
     forward = "bypass" if ctx.generations is None else (ctx.decision.forward if ctx.decision else "uri-miss")
-    scope = ctx.request.scope
-    result = storable(
-        response,
-        ctx.config,
-        Basis(
-            stored_at=ctx.stored_at,
-            generations=tuple(ctx.generations or ()),
-            path=scope["path"],
-            route=ctx.route.template,
-            tags=ctx.tags,
-            origin=ctx.origin,
-        ),
-        default_ttl=manager.default_ttl,
-        max_size=manager.max_response_size,
-        credentials=ctx.credentials,
-        cache_control=manager.cache_control,
-        per_caller=ctx.plan.per_caller,
-        header=ctx.header,
-    )
+    result = _storable(ctx, response)
     if isinstance(result, str):
         return ctx.answer(response, Outcome.SKIP, f"fwd={forward}", reason=result)
     ctx.computed = result.entry
@@ -368,6 +372,56 @@ async def conclude(ctx: ReadContext, response: Response) -> Response:
         # its fresh response now refreshes the entry (RFC 9111 section 5.2.1.4).
         return _answer_computed(ctx, response, Outcome.SKIP, "fwd=request", "stored", reason="revalidate", shown=False)
     return _answer_computed(ctx, response, Outcome.MISS, f"fwd={forward}", "stored")
+
+
+def _storable(ctx: ReadContext, response: Response) -> Storable | str:
+    """The storing decision of the route's mode."""
+    manager, scope = ctx.manager, ctx.request.scope
+    basis = Basis(
+        stored_at=ctx.stored_at,
+        generations=tuple(ctx.generations or ()),
+        path=scope["path"],
+        route=ctx.route.template,
+        tags=ctx.tags,
+        origin=ctx.origin,
+    )
+    if ctx.config.mode == "http":
+        return httpmode.storable(
+            response,
+            ctx.config,
+            basis,
+            max_size=manager.max_response_size,
+            credentials=ctx.credentials,
+            request_time=ctx.stored_at,
+            response_time=manager.clock(),
+            header=ctx.header,
+        )
+    return storable(
+        response,
+        ctx.config,
+        basis,
+        default_ttl=manager.default_ttl,
+        max_size=manager.max_response_size,
+        credentials=ctx.credentials,
+        cache_control=manager.cache_control,
+        per_caller=ctx.plan.per_caller,
+        header=ctx.header,
+    )
+
+
+async def _validated(ctx: ReadContext, entry: CachedResponse, not_modified: Response) -> Response:
+    """HTTP mode: the endpoint said the stored entry is still good (304): freshen it, store it, serve it."""
+    renewed, keep_for = httpmode.freshened(
+        entry, not_modified, ctx.config, request_time=ctx.stored_at, response_time=ctx.manager.clock()
+    )
+    ctx.computed = renewed
+    held = ctx.held
+    stored = held is not None and held.store
+    if stored:
+        key = ctx.variant(tuple(name for name, _ in entry.vary)) if entry.vary else ctx.key
+        stored = await ctx.manager.io.store(key, renewed, keep_for, ctx.counters)
+    params = ("fwd=stale", "fwd-status=304", "stored") if stored else ("fwd=stale", "fwd-status=304")
+    return serve(ctx, renewed, Outcome.MISS, *params, reason="revalidated")
 
 
 async def _store(ctx: ReadContext, result: Storable) -> bool:
@@ -406,11 +460,17 @@ def on_error(ctx: ReadContext) -> Response | None:
 
 
 def validator_matches(directives: RequestDirectives, headers: Any) -> bool:
-    if directives.if_none_match is None:
+    """Whether the client's precondition says it has this response (RFC 9110 sections 13.1.2, 13.1.3)."""
+    if directives.if_none_match is not None:
+        for name, value in headers:
+            if name == b"etag":
+                return bool(etag_matches(directives.if_none_match, value))
         return False
-    for name, value in headers:
-        if name == b"etag":
-            return bool(etag_matches(directives.if_none_match, value))
+    if directives.if_modified_since is not None:
+        for name, value in headers:
+            if name == b"last-modified":
+                modified = parse_http_date(value.decode("latin-1"))
+                return modified is not None and modified <= directives.if_modified_since
     return False
 
 

@@ -71,14 +71,23 @@ class RouteState:
             self._config, self._plan = config, plan
         return config, self._plan
 
-    def key(self, path: str, query: bytes, vary: tuple[tuple[str, str | None], ...], secret: bytes) -> str:
+    def key(self, scope: Scope, vary: tuple[tuple[str, str | None], ...], secret: bytes) -> str:
         """The cache key of a GET of this route (memoized for short inputs)."""
+        assert self._config is not None and self._plan is not None
+        exact = self._config.mode == "http"
+        path, query = _target(scope, exact), scope["query_string"]
         memo_key = (path, query, vary, secret)
         key = self._keys.get(memo_key)
         if key is None:
-            assert self._config is not None and self._plan is not None
             key = build_key(
-                "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
+                "GET",
+                path,
+                query,
+                vary,
+                self._config.key_prefix,
+                secret=secret,
+                sensitive=self._plan.sensitive,
+                exact_query=exact,
             )
             cost = len(path) + len(query) + sum(len(label) + len(value or "") for label, value in vary)
             if cost <= _MEMO_INPUT_LIMIT:
@@ -90,19 +99,26 @@ class RouteState:
 
         The full path reuses them through the fast path's lookup, so they are built once per request.
         """
+        assert self._config is not None and self._plan is not None
+        exact = self._config.mode == "http"
         path: str = scope["path"]
-        query: bytes = scope["query_string"]
-        memo_key = (path, query, host or scope.get("server"), scope.get("scheme"), key_by_host, secret)
+        target, query = _target(scope, exact), scope["query_string"]
+        memo_key = (target, query, host or scope.get("server"), scope.get("scheme"), key_by_host, secret)
         found = self._names.get(memo_key)
         if found is None:
-            assert self._config is not None and self._plan is not None
             origin = origin_of(scope, host)
-            vary = (("origin", origin),) if key_by_host else ()
             key = build_key(
-                "GET", path, query, vary, self._config.key_prefix, secret=secret, sensitive=self._plan.sensitive
+                "GET",
+                target,
+                query,
+                (("origin", origin),) if key_by_host else (),
+                self._config.key_prefix,
+                secret=secret,
+                sensitive=self._plan.sensitive,
+                exact_query=exact,
             )
             found = (origin, key, *self.counters(path, scope.get("path_params", {})))
-            cost = len(path) + len(query) + len(host)
+            cost = len(target) + len(query) + len(host)
             if cost <= _MEMO_INPUT_LIMIT:
                 self._names.put(memo_key, found, cost + len(origin) + len(key) + ENTRY_OVERHEAD)
         return found
@@ -124,6 +140,12 @@ class RouteState:
         if code not in self._warned:
             self._warned.add(code)
             logger.warning("route GET %s %s", self.template, message)
+
+
+def _target(scope: Scope, exact: bool) -> str:
+    """The path a key holds: decoded as routed, or (HTTP mode) exactly as the client sent it."""
+    raw = scope.get("raw_path") if exact else None
+    return raw.decode("latin-1") if isinstance(raw, bytes) and raw else scope["path"]
 
 
 def fill(template: str, params: dict[str, Any]) -> str:
