@@ -126,6 +126,11 @@ class RequestDirectives:
         authorization: the request carries ``Authorization``.
         cookie: the request carries ``Cookie``.
         if_none_match: the raw ``If-None-Match`` value.
+        min_fresh: seconds of freshness the client wants left (``min-fresh``).
+        max_stale: seconds past its lifetime the client accepts (``max-stale``;
+            without a value, any staleness: ``math.inf``).
+        if_modified_since: the ``If-Modified-Since`` date (ignored with ``If-None-Match``).
+        range: the raw ``Range`` value; ``if_range`` the raw ``If-Range`` value.
     """
 
     no_store: bool = False
@@ -135,11 +140,25 @@ class RequestDirectives:
     authorization: bool = False
     cookie: bool = False
     if_none_match: str | None = None
+    min_fresh: int | None = None
+    max_stale: float | None = None
+    if_modified_since: float | None = None
+    range: str | None = None
+    if_range: str | None = None
 
     #: The request fields these directives come from. A request carrying none of
     #: them asks nothing (the fast path relies on it: add a field here, not elsewhere).
     FIELDS: ClassVar[frozenset[bytes]] = frozenset(
-        {b"cache-control", b"pragma", b"authorization", b"cookie", b"if-none-match"}
+        {
+            b"cache-control",
+            b"pragma",
+            b"authorization",
+            b"cookie",
+            b"if-none-match",
+            b"if-modified-since",
+            b"range",
+            b"if-range",
+        }
     )
 
     @classmethod
@@ -155,6 +174,12 @@ class RequestDirectives:
         if if_none_match:
             # Joined once: appending line by line is quadratic in the number of lines.
             result.if_none_match = ", ".join(if_none_match)
+        elif len(lines.get(b"if-modified-since", ())) == 1:
+            result.if_modified_since = parse_http_date(lines[b"if-modified-since"][0])
+        if len(lines.get(b"range", ())) == 1:
+            result.range = lines[b"range"][0]
+            if len(lines.get(b"if-range", ())) == 1:
+                result.if_range = lines[b"if-range"][0]
         if cache_control:
             directives = parse_cache_control(cache_control)
             result.no_store = "no-store" in directives
@@ -166,6 +191,11 @@ class RequestDirectives:
                 if max_age == 0:
                     result.revalidate = True
                 result.max_age = max_age
+            if "min-fresh" in directives:
+                result.min_fresh = _delta_seconds(directives["min-fresh"])
+            if "max-stale" in directives:
+                argument = directives["max-stale"]
+                result.max_stale = math.inf if argument is None else _delta_seconds(argument)
         elif pragma and "no-cache" in parse_cache_control(pragma):
             result.revalidate = True
         return result
@@ -407,24 +437,33 @@ def expires_at(headers: Headers) -> float | None:
     return ALREADY_EXPIRED if timestamp is None else timestamp
 
 
-def parse_age(headers: Headers) -> int | None:
-    """The ``Age`` a response arrives with (RFC 9111 section 5.1), or ``None`` to ignore.
+#: The age of a response whose ``Age`` cannot be read: the oldest there is, so it is stale.
+UNREADABLE_AGE: Final = 2**31
 
-    Only the first value counts: that of the first line, and of a line holding a
-    list its first member (``Age: 7200, 0`` and ``Age: 7200`` then ``Age: 0`` are
-    both 7200; ``0, 7200`` is 0; duplicates are not added up). The value is
-    delta-seconds: ASCII digits, leading zeros allowed, capped at 2**31. A
-    negative, fractional, signed or non-numeric first value makes the field
-    ignored (``None``). Parameters after the number (``7200;foo=bar``, as a
-    Structured Field Item would carry them) are ignored and the number is kept,
-    which can only make the response older, never fresher.
+
+def parse_age(headers: Headers) -> int | None:
+    """The ``Age`` a response arrives with (RFC 9111 section 5.1); ``None`` without one.
+
+    Of a list its first member counts (``Age: 7200, 0`` is 7200, ``0, 7200`` is
+    0), as RFC 9111 says. The value is delta-seconds: ASCII digits, leading
+    zeros allowed, capped at 2**31; parameters after the number
+    (``7200;foo=bar``) are ignored, the number kept. Where the RFC says to
+    ignore an invalid value, this cache is more careful: a negative, fractional,
+    signed or non-numeric value, or ``Age`` on several lines (hops that
+    disagree), reads as :data:`UNREADABLE_AGE`, so the response counts as stale
+    rather than as brand new.
     """
-    for line in _values(headers, b"age"):
-        for member in line.split(","):
-            member = member.strip(_OWS)
-            if member:
-                return _delta_seconds(member.partition(";")[0].rstrip(_OWS))
-    return None
+    lines = [line for line in _values(headers, b"age") if line.strip(_OWS)]
+    if not lines:
+        return None
+    if len(lines) > 1:
+        return UNREADABLE_AGE
+    for member in lines[0].split(","):
+        member = member.strip(_OWS)
+        if member:
+            value = _delta_seconds(member.partition(";")[0].rstrip(_OWS))
+            return UNREADABLE_AGE if value is None else value
+    return UNREADABLE_AGE
 
 
 # -- targeted Cache-Control fields (RFC 9213) and a strict Cache-Control parser ---------------------
@@ -623,7 +662,12 @@ def _targeted_field(values: list[str]) -> dict[str, str | None] | None:
 
 
 #: The targeted fields (RFC 9213) this cache obeys, most specific first.
-DEFAULT_TARGETS: Final[tuple[bytes, ...]] = (b"intelligent-cache-control", b"cdn-cache-control")
+#: ``Surrogate-Control`` (the W3C Edge Architecture field, which CDNs read) comes after the RFC 9213 ones.
+DEFAULT_TARGETS: Final[tuple[bytes, ...]] = (
+    b"intelligent-cache-control",
+    b"cdn-cache-control",
+    b"surrogate-control",
+)
 
 
 def targeted_directives(
@@ -765,8 +809,10 @@ _NEVER_STORED: Final = frozenset(
         b"cache-status",
     }
 )
-# Not updated from a 304 (RFC 9111 section 3.2): the stored content's length is the stored one's.
-_NOT_UPDATED: Final = frozenset({b"content-length"})
+# Not updated from a 304: what describes the stored bytes themselves (RFC 9111 section 3.2 names
+# Content-Length; a 304 cannot change the content's coding, digest or range either) and the
+# validator that selected the stored response (section 4.3.4).
+_NOT_UPDATED: Final = frozenset({b"content-length", b"content-encoding", b"content-md5", b"content-range", b"etag"})
 
 
 def stored_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
