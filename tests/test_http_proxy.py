@@ -342,7 +342,6 @@ async def test_a_get_without_freshness_information_is_not_reused() -> None:
     assert len(origin.seen) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="needs mode='http': a response without freshness is stored with the fixed TTL")
 async def test_a_get_without_freshness_information_is_not_stored() -> None:
     clock = FakeClock()  # no time passes: only not storing it at all keeps it from being reused
     origin = Origin(answer())
@@ -352,7 +351,6 @@ async def test_a_get_without_freshness_information_is_not_stored() -> None:
     assert len(origin.seen) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="needs mode='http': the key decodes the path and sorts the query (keys.py)")
 async def test_distinct_request_targets_are_distinct_entries() -> None:
     origin = Origin(lambda seen: answer(headers=[(b"cache-control", b"max-age=60")], body=seen.target)(seen))
     async with proxied(origin) as client:

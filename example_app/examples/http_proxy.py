@@ -29,13 +29,11 @@ from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
-from intelligent_cache.config import HEURISTIC_STATUSES
 
-#: The cache settings of the proxy, in this one place: ``cache_config(mode="http")`` once the package has it.
-#: No ``public=True``: a request with Authorization or a cookie only shares responses that say they may be
-#: shared (RFC 9111 section 3.5). ``ttl_seconds`` is the lifetime of a response without freshness information:
-#: the API wants a positive one, and one microsecond means it is never reused in practice.
-PROXY_CACHE = cache_config(ttl_from_headers=True, ttl_seconds=1e-6, cacheable_statuses=HEURISTIC_STATUSES)
+#: The cache settings of the proxy, in this one place: an RFC 9111 shared cache (freshness, validation,
+#: Age and ranges as the origin's headers say). No ``public=True``: a request with Authorization or a
+#: cookie only shares responses that say they may be shared (RFC 9111 section 3.5).
+PROXY_CACHE = cache_config(mode="http")
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +109,7 @@ class _EveryMethod:
 
 
 class DateMiddleware:
-    """Add ``Date`` to a response without one (RFC 9110 section 6.6.1): a HIT has none, the cache drops it."""
+    """Add ``Date`` to a response without one (RFC 9110 section 6.6.1): the proxy's own 502s and 504s, say."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
