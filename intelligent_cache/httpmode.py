@@ -34,16 +34,14 @@ from starlette.responses import Response
 from ._types import Header
 from .config import HEURISTIC_STATUSES, CacheConfig
 from .entry import CachedResponse
-from .policy import (
+from .fields import parse_http_date, targeted_directives
+from .policy import etag_matches, response_vary
+from .rfc9111 import (
     content_range,
-    etag_matches,
     freshness_lifetime,
     initial_age,
-    parse_http_date,
     parse_range,
-    response_vary,
     stored_headers,
-    targeted_directives,
     unsatisfied_content_range,
     updated_headers,
 )

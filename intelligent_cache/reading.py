@@ -33,12 +33,13 @@ from .coalescing import Claim, claim, release
 from .config import CacheConfig
 from .entry import CachedResponse, VaryIndex, encode_vary_index
 from .fastpath import LOOKUP_KEY, PLAIN, UNDECODED, EarlyLookup
+from .fields import parse_http_date
 from .freshness import Decision, decide
 from .httpmode import CONDITIONAL_FIELDS, conditional, ranged
 from .inputs import VaryPlan
 from .keys import extend_key
 from .outcome import Outcome, mark
-from .policy import RequestDirectives, etag_matches, must_revalidate, parse_http_date
+from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
 from .scope import manager_from_scope, origin_of

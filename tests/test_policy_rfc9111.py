@@ -16,21 +16,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intelligent_cache import policy
-from intelligent_cache.policy import (
+from intelligent_cache.fields import (
     ALREADY_EXPIRED,
     UNREADABLE_AGE,
-    content_range,
-    current_age,
     expires_at,
-    freshness_lifetime,
-    initial_age,
     last_modified,
     parse_age,
     parse_http_date,
-    parse_range,
     response_date,
-    stored_headers,
     targeted_directives,
+)
+from intelligent_cache.rfc9111 import (
+    content_range,
+    current_age,
+    freshness_lifetime,
+    initial_age,
+    parse_range,
+    stored_headers,
     unsatisfied_content_range,
     updated_headers,
 )
@@ -182,10 +184,11 @@ def test_dates_do_not_depend_on_the_local_time_zone(far_from_utc):
     assert parse_http_date("Sun Nov  6 08:49:37 1994") == SUN_06_NOV_1994  # asctime has no zone: GMT
 
 
-def test_the_private_helper_is_the_strict_parser():
-    assert policy._http_date("Sun, 06 Nov 1994 08:49:37 GMT") == SUN_06_NOV_1994
-    assert policy._http_date("Sun, 06 Nov 1994 08:49:37 -0000") is None
-    assert policy._http_date("6 Nov 1994 08:49:37 GMT") is None
+def test_the_app_mode_ttl_reads_dates_with_the_strict_parser():
+    base = [(b"date", b"Sun, 06 Nov 1994 08:49:37 GMT")]
+    assert policy.response_ttl([*base, (b"expires", b"Sun, 06 Nov 1994 08:50:37 GMT")]) == 60.0
+    assert policy.response_ttl([*base, (b"expires", b"Sun, 06 Nov 1994 08:50:37 -0000")]) == 0.0
+    assert policy.response_ttl([*base, (b"expires", b"6 Nov 1994 08:50:37 GMT")]) == 0.0
 
 
 SECONDS = st.integers(min_value=-62_135_596_800, max_value=253_402_300_798)  # years 1 to 9999
