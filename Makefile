@@ -31,9 +31,9 @@ install: $(BIN)/.installed ## Create .venv with the package, its extras and the 
 
 demo: $(BIN)/.installed ## Serve example_app on http://127.0.0.1:8000 with the memory backend
 	@echo "Serving example_app on http://$(HOST):$(PORT)"
-	@echo "  try:       curl -si http://$(HOST):$(PORT)/spaces/1/items?page=1 | grep -i x-cache   (twice: MISS, then HIT)"
-	@echo "  dashboard: http://$(HOST):$(PORT)/admin/login?token=change-me"
-	@echo "  admin API: http://$(HOST):$(PORT)/api/cache/stats   (header X-Admin-Token: change-me)"
+	@echo "  try:       curl -si 'http://$(HOST):$(PORT)/spaces/1/items?page=1' | grep -i x-cache   (twice: MISS, then HIT)"
+	@echo "  dashboard: http://$(HOST):$(PORT)/admin/login   (token: change-me)"
+	@echo "  admin API: curl -s -H 'X-Admin-Token: change-me' 'http://$(HOST):$(PORT)/api/cache/stats'"
 	@echo "  API docs:  http://$(HOST):$(PORT)/docs"
 	$(BIN)/python -m uvicorn example_app.main:app --host $(HOST) --port $(PORT)
 

@@ -12,9 +12,10 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated
+from urllib.parse import parse_qs
 
 from fastapi import Cookie, Depends, FastAPI, Header, HTTPException, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
 from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_config
@@ -53,6 +54,16 @@ class Store:
         return Space(id=space_id, name=self.spaces[space_id], item_count=len(self.items[space_id]))
 
 
+_LOGIN_PAGE = """<!doctype html>
+<title>intelligent-cache: sign in</title>
+<form method="post" action="/admin/login">
+  <!--error-->
+  <label>Admin token <input type="password" name="token" autofocus required></label>
+  <button>Open the dashboard</button>
+</form>
+"""
+
+
 def create_app(backend: CacheBackend | None = None, *, admin_token: str | None = None) -> FastAPI:
     """Build the example app; ``backend`` defaults to Redis if ``IC_REDIS_URL`` is set, else memory."""
     if backend is None:
@@ -87,9 +98,19 @@ def create_app(backend: CacheBackend | None = None, *, admin_token: str | None =
     ).init_app(app)
 
     @app.get("/admin/login", include_in_schema=False)
-    async def admin_login(token: str) -> Response:
-        """Open the dashboard in a browser: checks the token, keeps it in a cookie for /api/cache only."""
-        require_admin(x_admin_token=token)
+    async def admin_login_form() -> HTMLResponse:
+        """The dashboard's login page: the token goes in a POSTed form, never in a URL (or an access log)."""
+        return HTMLResponse(_LOGIN_PAGE)
+
+    @app.post("/admin/login", include_in_schema=False)
+    async def admin_login(request: Request) -> Response:
+        """Check the token, keep it in a cookie for /api/cache only, and open the dashboard."""
+        form = parse_qs((await request.body()).decode("latin-1"), max_num_fields=4)
+        token = (form.get("token") or [""])[0]
+        try:
+            require_admin(x_admin_token=token)
+        except HTTPException:
+            return HTMLResponse(_LOGIN_PAGE.replace("<!--error-->", "<p>Wrong token.</p>"), status_code=401)
         response = RedirectResponse("/api/cache/dashboard", status_code=303)
         response.set_cookie("ic_admin_token", token, path="/api/cache", httponly=True, samesite="strict")
         return response
