@@ -26,6 +26,7 @@ from .exceptions import (
     IntelligentCacheError,
     NoCacheManager,
 )
+from .functions import cached, use_cache
 from .keys import build_key
 from .manager import CacheManager, get_cache_service
 from .route import CachedRoute
@@ -59,8 +60,10 @@ __all__ = [
     "__version__",
     "build_key",
     "cache_config",
+    "cached",
     "get_cache_service",
     "invalidates",
+    "use_cache",
 ]
 
 

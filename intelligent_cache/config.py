@@ -339,7 +339,8 @@ def invalidates(*tags: str, paths: Iterable[str] = (), hierarchy: bool = True) -
         async def create_post(user_id: int, post: Post): ...
 
     Args:
-        tags: tags to invalidate; ``{name}`` is replaced by the path parameter.
+        tags: tags to invalidate; ``{name}`` is replaced by the path parameter
+            or, failing one, the query parameter of that name.
         paths: more paths to invalidate as if written to (templates allowed).
         hierarchy: ``False`` turns off the automatic invalidation of the
             request path and its ancestors for this route.

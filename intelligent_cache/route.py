@@ -93,18 +93,25 @@ def warn_if_misplaced(route: APIRoute) -> None:
 
 
 def check_templates(route: Any, endpoint: Callable[..., Any]) -> None:
-    """Fail at set-up when a tag names something that is not a path parameter."""
+    """Fail at set-up when a template names something the route does not have.
+
+    An entry's tags may name path parameters; what ``@invalidates`` names may
+    also name the write's query parameters.
+    """
     config = get_config(endpoint)
     invalidation = get_invalidation(endpoint)
     path_names = set(route.param_convertors)
-    texts = [*(config.tags if config else ())]
+    query_names = {str(field.alias) for field in getattr(route.dependant, "query_params", ())}
+    texts = [(text, path_names, "path") for text in (config.tags if config else ())]
     if invalidation is not None:
-        texts += [*invalidation.tags, *invalidation.paths]
-    for text in texts:
-        missing = set(template_fields(text)) - path_names
+        texts += [
+            (text, path_names | query_names, "path or query") for text in (*invalidation.tags, *invalidation.paths)
+        ]
+    for text, known, kind in texts:
+        missing = set(template_fields(text)) - known
         if missing:
             raise ConfigurationError(
-                f"{text!r} on {route.path_format} names {sorted(missing)}, which are not its path parameters"
+                f"{text!r} on {route.path_format} names {sorted(missing)}, which are not its {kind} parameters"
             )
 
 

@@ -6,6 +6,7 @@ found without importing :mod:`intelligent_cache.manager`, which imports the
 request path (imports run one way: manager -> route -> reading -> scope).
 """
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
@@ -13,7 +14,11 @@ from starlette.types import Scope
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of"]
+__all__ = ["CURRENT_MANAGER", "STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of"]
+
+#: The manager of the request being served (set by ``init_app``'s middleware) or of a
+#: :func:`~intelligent_cache.use_cache` block: what ``@cached`` functions use.
+CURRENT_MANAGER: "ContextVar[CacheManager | None]" = ContextVar("intelligent_cache_manager", default=None)
 
 #: The ``app.state`` attribute holding an app's :class:`~intelligent_cache.CacheManager`.
 STATE_ATTRIBUTE = "intelligent_cache"

@@ -17,7 +17,7 @@ exception invalidates nothing.
 """
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from .invalidation import invalidation_keys, tag_keys
 from .policy import SAFE_METHODS
 from .routecheck import check_app_routes
 from .routestate import fill
+from .scope import CURRENT_MANAGER
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -51,27 +52,39 @@ class InvalidationMiddleware:
             if app is not None:
                 check_app_routes(app)
             self._checked = True
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        manager = self.manager
+        token = CURRENT_MANAGER.set(self.manager)  # what @cached functions called while serving use
+        try:
+            if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, _invalidating(scope, send, self.manager))
+        finally:
+            CURRENT_MANAGER.reset(token)
 
-        async def send_after_invalidating(message: Message) -> None:
-            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-                keys = write_invalidations(scope, message.get("headers", ()), manager)
-                if keys:
-                    await manager.io.invalidate(keys)
-            await send(message)
 
-        await self.app(scope, receive, send_after_invalidating)
+def _invalidating(scope: Scope, send: Send, manager: "CacheManager") -> Send:
+    """``send`` that invalidates what a successful write makes stale before its response starts."""
+
+    async def send_after_invalidating(message: Message) -> None:
+        if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
+            keys = write_invalidations(scope, message.get("headers", ()), manager)
+            if keys:
+                await manager.io.invalidate(keys)
+        await send(message)
+
+    return send_after_invalidating
 
 
 def write_invalidations(scope: Scope, response_headers: Any, manager: "CacheManager") -> list[str]:
     """The counters a successful write bumps (in order, without repeats)."""
     path: str = scope["path"]
-    params: dict[str, Any] = scope.get("path_params", {})
     endpoint = scope.get("endpoint")
     invalidation = (get_invalidation(endpoint) if endpoint is not None else None) or _AUTOMATIC
+    params: dict[str, Any] = scope.get("path_params", {})
+    if invalidation.tags or invalidation.paths:
+        # Templates may name query parameters too (the first value of each); path parameters win.
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        params = {**dict(reversed(query)), **params}
     keys: list[str] = []
     if invalidation.hierarchy and not manager.excluded_from_invalidation(path):
         keys.extend(invalidation_keys(path))

@@ -552,14 +552,14 @@ def test_cache_tag_naming_a_non_path_parameter_is_rejected_at_set_up(via_router:
 
 
 @pytest.mark.parametrize("via_router", [False, True], ids=["app", "included-router"])
-def test_invalidated_tag_naming_a_non_path_parameter_is_rejected_at_set_up(via_router: bool) -> None:
-    """``@invalidates("user:{uid}")`` where uid is a query parameter: the tag would be
-    filled with "" at every write and invalidate ``user:`` instead of the user's entries."""
+def test_invalidated_tag_naming_no_parameter_of_the_write_is_rejected_at_set_up(via_router: bool) -> None:
+    """``@invalidates("user:{uid}")`` where the write has no uid (path or query): the tag would
+    be filled with "" at every write and invalidate ``user:`` instead of the user's entries."""
 
     def declare(router: APIRouter) -> None:
         @router.put("/users/{user_id}/settings")
         @invalidates("user:{uid}")
-        async def settings(user_id: int, uid: int = 0):
+        async def settings(user_id: int, body: dict[str, int] | None = None):
             return {}
 
     with pytest.raises(ConfigurationError, match="uid"):
@@ -567,13 +567,13 @@ def test_invalidated_tag_naming_a_non_path_parameter_is_rejected_at_set_up(via_r
 
 
 @pytest.mark.parametrize("via_router", [False, True], ids=["app", "included-router"])
-def test_invalidated_path_naming_a_non_path_parameter_is_rejected_at_set_up(via_router: bool) -> None:
-    """``paths=["/users/{uid}/feed"]`` where uid is not a path parameter would invalidate ``/users//feed``."""
+def test_invalidated_path_naming_no_parameter_of_the_write_is_rejected_at_set_up(via_router: bool) -> None:
+    """``paths=["/users/{uid}/feed"]`` where the write has no uid would invalidate ``/users//feed``."""
 
     def declare(router: APIRouter) -> None:
         @router.post("/posts")
         @invalidates(paths=["/users/{uid}/feed"])
-        async def create_post(uid: int = 0):
+        async def create_post(user: int = 0):
             return {}
 
     with pytest.raises(ConfigurationError, match="uid"):

@@ -25,8 +25,10 @@ def test_all_is_pinned_and_sorted():
         "__version__",
         "build_key",
         "cache_config",
+        "cached",
         "get_cache_service",
         "invalidates",
+        "use_cache",
     ]
     assert intelligent_cache.__all__ == sorted(intelligent_cache.__all__)
 
