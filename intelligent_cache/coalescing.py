@@ -10,11 +10,12 @@ free. When the backend is down, the flight still coalesces but nothing is
 locked or stored: the computed entry is only handed to this process's waiters.
 """
 
-import asyncio
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import anyio
 
 from .entry import CachedResponse, VaryIndex
 from .flights import Flight
@@ -111,7 +112,7 @@ async def _await_other_process(
     deadline = time.monotonic() + manager.lock_timeout
     delay = 0.005
     while time.monotonic() < deadline:
-        await asyncio.sleep(delay)
+        await anyio.sleep(delay)
         delay = min(delay * 2, 0.05)
         raw = await manager.io.read(key)
         found = None if raw is None else manager.io.decode(raw)

@@ -6,9 +6,10 @@ for its outcome (bounded by a timeout). A flight is keyed by the cache key
 arrives after a write never joins a computation that started before it.
 """
 
-import asyncio
 from collections.abc import Hashable
 from typing import Generic, TypeVar
+
+import anyio
 
 __all__ = ["Flight", "FlightGroup"]
 
@@ -18,33 +19,30 @@ T = TypeVar("T")
 class Flight(Generic[T]):
     """One computation in progress; waiters share its outcome."""
 
-    __slots__ = ("_done", "_future", "_outcome")
+    __slots__ = ("_done", "_event", "_outcome")
 
     def __init__(self) -> None:
-        # The future is made by the first waiter: most flights have none.
-        self._future: asyncio.Future[T | None] | None = None
+        # The event is made by the first waiter: most flights have none. anyio's, so that
+        # flights work on whatever loop FastAPI runs on (asyncio or trio).
+        self._event: anyio.Event | None = None
         self._outcome: T | None = None
         self._done = False
 
     async def wait(self, patience: float) -> T | None:
         """The leader's outcome, or ``None`` if it had none to share or took over ``patience`` seconds."""
-        if self._done:
-            return self._outcome
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        try:
-            async with asyncio.timeout(patience):
-                # shield: a waiter that gives up must not cancel the shared future.
-                return await asyncio.shield(self._future)
-        except TimeoutError:
-            return None
+        if not self._done:
+            if self._event is None:
+                self._event = anyio.Event()
+            with anyio.move_on_after(patience):  # a waiter giving up leaves the others waiting
+                await self._event.wait()
+        return self._outcome if self._done else None
 
     def finish(self, outcome: T | None) -> None:
         if self._done:
             return
         self._done, self._outcome = True, outcome
-        if self._future is not None and not self._future.done():
-            self._future.set_result(outcome)
+        if self._event is not None:
+            self._event.set()
 
 
 class FlightGroup(Generic[T]):
