@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
@@ -46,6 +46,8 @@ class CacheManager(AttachedCache):
         allow_unauthenticated_admin: mount admin routes without any auth (a
             warning is logged); without it, admin routes refuse to mount unprotected.
         admin_prefix: where the admin API is mounted.
+        admin_in_schema: list the admin routes in the app's OpenAPI document
+            (``/openapi.json``, ``/docs``); ``False`` leaves them out.
         max_response_size: bodies larger than this many bytes are not stored.
         lock_timeout: seconds a request waits for another one computing the
             same key (nginx's ``proxy_cache_lock_timeout``); after it, the
@@ -76,6 +78,12 @@ class CacheManager(AttachedCache):
             never hold such values in plaintext. Every instance sharing a
             backend must use the same one. By default the backend keeps one
             (Redis: created once in the namespace; memory: random per process).
+        startup_check: what the app's start-up does when the backend does not
+            answer a ping (wrong password, database index, host or port; a
+            cluster backend at a single server): ``"log"`` one warning with
+            Redis's error and what to check, and start anyway (requests run
+            uncached until it answers); ``"raise"`` refuse to start, with a
+            :class:`ConfigurationError`; ``"off"`` no ping.
         clock: wall-clock time source (seconds since the epoch); tests inject one.
 
     Raises:
@@ -93,6 +101,7 @@ class CacheManager(AttachedCache):
         admin_auth_dependency: Callable[..., Any] | None = None,
         allow_unauthenticated_admin: bool = False,
         admin_prefix: str = "/api/cache",
+        admin_in_schema: bool = True,
         max_response_size: int = 10 * 1024 * 1024,
         lock_timeout: Seconds = 5.0,
         cache_control: bool = True,
@@ -102,6 +111,7 @@ class CacheManager(AttachedCache):
         key_by_host: bool = False,
         honor_request_no_cache: bool = True,
         key_secret: str | bytes | None = None,
+        startup_check: Literal["log", "raise", "off"] = "log",
         clock: Callable[[], float] = time.time,
     ) -> None:
         if backend is not None and not isinstance(backend, CacheBackend):
@@ -122,6 +132,9 @@ class CacheManager(AttachedCache):
             raise ConfigurationError("invalidation_exclude_paths takes a list of path prefixes starting with '/'")
         if key_secret is not None and (not isinstance(key_secret, str | bytes) or len(key_secret) < 16):
             raise ConfigurationError("key_secret must be a str or bytes of at least 16 characters")
+        if startup_check not in ("log", "raise", "off"):
+            raise ConfigurationError(f"startup_check must be 'log', 'raise' or 'off', got {startup_check!r}")
+        self.startup_check = startup_check
         self._secret = key_secret.encode() if isinstance(key_secret, str) else key_secret
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.default_ttl = float(default_ttl)
@@ -133,6 +146,7 @@ class CacheManager(AttachedCache):
             auth_dependency=admin_auth_dependency,
             allow_unauthenticated=allow_unauthenticated_admin,
             prefix=admin_prefix,
+            include_in_schema=bool(admin_in_schema),
         )
         self.max_response_size = max_response_size
         if isinstance(stats_flush_interval, bool) or not isinstance(stats_flush_interval, int | float):
@@ -193,6 +207,36 @@ class CacheManager(AttachedCache):
             # Routes may have been added since init_app: refuse to start with one the cache cannot see.
             check_app_routes(app)
             self.backend.reopen()  # closed by a previous shutdown of this app, if any
+            if self.startup_check != "off":
+                # A wrong password, database or port would otherwise show only as misses, request after request.
+                try:
+                    await self.backend.ping()
+                except Exception as exc:
+                    self.io.failed("start-up check", exc, log=False)  # counted, kept for /health; reported here
+                    error = (self.io.last_error or type(exc).__name__).rstrip(".")
+                    hints = (
+                        (
+                            ("wrongpass", "noauth", "authenticat", "password"),
+                            "check the password (password= or redis://:password@host) and the user",
+                        ),
+                        (
+                            ("db index", "invalid database"),
+                            "check the database number (db= or the URL's /<db>): the server has fewer databases",
+                        ),
+                        (
+                            ("cluster mode is not enabled", "cluster support disabled"),
+                            "this server is not a Redis Cluster node: use RedisBackend for a single server",
+                        ),
+                    )
+                    hint = next(
+                        (hint for needles, hint in hints if any(needle in error.lower() for needle in needles)),
+                        "check the host and port, and that the server runs and is reachable from here",
+                    )
+                    problem = f"cache backend {self.backend.name} failed its start-up check: {error}; {hint}"
+                    if self.startup_check == "raise":
+                        await self.backend.aclose()
+                        raise ConfigurationError(problem) from exc
+                    logger.warning("%s (requests run uncached until it answers)", problem)
             await self.io.secret()  # fetched now rather than by the first request (a failure is logged)
             flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
             try:

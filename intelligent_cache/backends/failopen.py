@@ -11,6 +11,7 @@ freed before this process waits on them.
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from ..lru import BoundedLRU
 from ..stats import CacheStats
 from .base import CacheBackend
 
-__all__ = ["FailOpenBackend"]
+__all__ = ["FailOpenBackend", "describe_error"]
 
 logger = logging.getLogger("intelligent_cache")
 
@@ -32,6 +33,20 @@ _DECODED_MAX_BYTES = 1024 * 1024
 # Failed invalidations kept for replay, and how often the replay is tried.
 _MAX_PENDING = 10_000
 _REPLAY_INTERVAL = 0.25
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"<ExceptionType>: <message>"``, at most 500 characters, with credentials in URLs masked.
+
+    ``scheme://user:password@`` keeps the user; ``scheme://secret@`` may be a
+    password alone, so it is masked whole.
+    """
+    text = re.sub(
+        r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s/@:]*):)?[^\s/]*@",
+        lambda match: f"{match[1]}{match[2] + ':' if match[2] is not None else ''}***@",
+        str(exc)[:1000],  # bounded before the search, not only after
+    )
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
 class FailOpenBackend:
@@ -54,6 +69,8 @@ class FailOpenBackend:
         #: Keys the digests of keys that never leave this process (backend down).
         self.local_secret = secrets.token_bytes(32)
         self._degraded = False
+        #: The last failure, as ``"<ExceptionType>: <message>"`` (credentials in URLs masked).
+        self.last_error: str | None = None
         self._decoded: BoundedLRU[bytes, CachedResponse | VaryIndex] = BoundedLRU(max_bytes=_DECODED_MAX_BYTES)
         # Invalidations that failed (backend unreachable), in order, until they land.
         self._pending: dict[str, None] = {}
@@ -70,11 +87,20 @@ class FailOpenBackend:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def failed(self, operation: str, exc: Exception) -> None:
+    def failed(self, operation: str, exc: Exception, *, log: bool = True) -> None:
+        """Count a failed backend call, keep its error text and log it once per change of state.
+
+        ``last_error`` names the exception type and keeps its message (redis-py's
+        ``repr`` drops it), passwords masked (:func:`describe_error`).
+        ``log=False``: the caller reports the failure itself.
+        """
         self.stats.errors += 1
+        self.last_error = describe_error(exc)
         if not self._degraded:
             self._degraded = True
-            logger.warning("cache backend %s failed during %s, serving uncached: %r", self.backend.name, operation, exc)
+            if log:
+                name, error = self.backend.name, self.last_error
+                logger.warning("cache backend %s failed during %s, serving uncached: %s", name, operation, error)
 
     def _succeeded(self) -> None:
         if self._degraded:
