@@ -771,6 +771,58 @@ async def test_metrics_escape_label_values(clock):
     assert '/odd/"quoted"\\path' in routes
 
 
+# -- the memory budget and entry sizes (what the dashboard shows) ----------------------------------------------
+
+
+async def test_the_memory_backend_reports_its_budget_in_stats_and_health(clock):
+    backend = MemoryBackend(max_entries=50, max_bytes=200_000, clock=clock)
+    async with client_for(make_app(admin_manager(backend, clock))) as client:
+        for page in range(1, 4):
+            await client.get(f"/items?page={page}")
+        stats = (await client.get(f"{PREFIX}/stats", headers=AUTH)).json()
+        health = (await client.get(f"{PREFIX}/health", headers=AUTH)).json()
+        assert (await client.post(f"{PREFIX}/clear", headers=AUTH)).status_code == 200
+        emptied = (await client.get(f"{PREFIX}/stats", headers=AUTH)).json()
+    budget = {"entries": 3, "max_entries": 50, "bytes": stats["backend"]["bytes"], "max_bytes": 200_000}
+    assert stats["backend"] == {"backend": "memory", **budget}
+    assert 3 * len("GET:items:page=1") < budget["bytes"] < 200_000
+    assert {name: health[name] for name in budget} == budget
+    assert (emptied["backend"]["entries"], emptied["backend"]["bytes"]) == (0, 0)
+
+
+@pytest.mark.redis
+async def test_other_backends_have_no_budget_to_report(request, clock):
+    backend = await make_backend("redis", request, clock)
+    try:
+        async with client_for(make_app(admin_manager(backend, clock))) as client:
+            stats = (await client.get(f"{PREFIX}/stats", headers=AUTH)).json()
+            health = (await client.get(f"{PREFIX}/health", headers=AUTH)).json()
+    finally:
+        await backend.aclose()
+    for document in (stats["backend"], health):
+        assert not {"entries", "max_entries", "bytes", "max_bytes"} & set(document)
+
+
+async def test_a_listing_with_state_gives_each_entry_size(client, manager):
+    await client.get("/spaces/12345")
+    await manager.service().set("report", {"rows": [1, 2, 3]}, ttl=60)
+    items: dict[str, dict[str, Any]] = {}
+    cursor = 0
+    while True:  # every page: one of a shared Redis may hold none of this test's keys
+        params = {"with_state": "true", "cursor": cursor, "limit": 1000}
+        page = (await client.get(f"{PREFIX}/keys", params=params, headers=AUTH)).json()
+        items.update((item["key"], item) for item in page["keys"])
+        cursor = page["cursor"]
+        if not cursor:
+            break
+    assert items["GET:spaces:12345"]["size"] == len(b'{"id":12345}')  # the body, as GET /keys/{key} says
+    detail = (await client.get(key_url("GET:spaces:12345"), headers=AUTH)).json()
+    assert detail["size"] == items["GET:spaces:12345"]["size"]
+    assert items["report"]["size"] == (await client.get(key_url("report"), headers=AUTH)).json()["size"] > 0
+    plain = (await client.get(f"{PREFIX}/keys", params={"limit": 1000}, headers=AUTH)).json()["keys"]
+    assert all(set(item) == {"key", "ttl"} for item in plain)  # without with_state: unchanged
+
+
 # -- health ----------------------------------------------------------------------------------------------------
 
 
@@ -783,6 +835,7 @@ async def test_health_ok(client, backend):
     assert isinstance(body["latency_ms"], float | int)
     assert body["latency_ms"] >= 0
     assert "reason" not in body
+    assert body["last_error"] is None
     if backend.name == "redis":
         assert body["breaker"]["state"] == "closed"
 
@@ -900,9 +953,11 @@ def test_dashboard_page_is_self_contained():
         "invalidate-path-input",
         "clear-all-input",
         "messages",
+        "memory-budget",
+        "last-error",
     ):
         assert f'data-testid="{testid}"' in html, testid
-    assert len(html.splitlines()) < 650
+    assert len(html.splitlines()) < 700  # one page, read at once
 
 
 # -- admin routes never cache nor invalidate -------------------------------------------------------------------

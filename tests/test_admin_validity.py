@@ -253,8 +253,9 @@ async def test_a_corrupt_entry_does_not_break_the_listing(client, manager, backe
     described = {item["key"]: item for item in body["keys"]}
     assert len(described) == 8
     for key in ("GET:broken", "GET:truncated"):
-        assert set(described[key]) == {"key", "ttl", "kind", "valid", "state", "expires_in"}
+        assert set(described[key]) == {"key", "ttl", "kind", "valid", "state", "expires_in", "size"}
         assert described[key]["kind"] == "corrupt"
+        assert described[key]["size"] == len(await backend.get(key))  # the stored bytes
         assert (described[key]["valid"], described[key]["state"], described[key]["expires_in"]) == (None, None, None)
     for key in ("report", "nothing"):
         assert (described[key]["kind"], described[key]["valid"], described[key]["state"]) == ("value", None, None)

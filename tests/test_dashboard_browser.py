@@ -4,6 +4,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/u
 and the ``selenium`` package; skipped without them, except under ``CI=true`` where that is a failure.
 """
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,12 +14,16 @@ import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
+from example_app.examples import secured_admin
 from example_app.main import create_app
+from intelligent_cache import MemoryBackend
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +64,13 @@ def _free_port() -> int:
 @pytest.fixture
 def live_server() -> Iterator[str]:
     """The example app (memory backend) under uvicorn on a free loopback port."""
-    app = create_app(admin_token=TOKEN)
+    with serving(create_app(admin_token=TOKEN)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` under uvicorn on a free loopback port, in a thread."""
     config = uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-dashboard-test", daemon=True)
@@ -201,6 +212,22 @@ def submit(browser, input_testid: str, text: str, button_testid: str) -> None:
     by_testid(browser, button_testid).click()
 
 
+def sign_in(browser, token: str) -> None:
+    """Fill the login page's one field and submit its form, as a person would."""
+    from selenium.webdriver.common.by import By
+
+    field = browser.find_element(By.NAME, "token")
+    field.send_keys(token)
+    field.submit()
+
+
+def chart(browser) -> dict[str, str]:
+    return browser.execute_script(
+        "const d = document.getElementById('hit-rate-chart').dataset;"
+        "return {points: d.points, seeded: d.seeded, lifetime: d.lifetime}"
+    )
+
+
 def api_keys(http: httpx.Client) -> set[str]:
     body = http.get("/api/cache/keys", params={"limit": 1000}, headers=AUTH).json()
     assert body["cursor"] == 0
@@ -269,6 +296,14 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     wait_idle(driver)
     assert set(listed_keys(driver)) == every_key
     assert messages(driver, "error") == []
+    # The chart does not start empty: its first point (and a dashed line) is the lifetime hit rate.
+    assert chart(driver) == {"points": "1", "seeded": "true", "lifetime": "0.0000"}  # 36 misses, no hit yet
+    # The memory backend's budget, and each entry's size.
+    assert text_by_testid(driver, "memory-entries-value") == "36 / 5,000"
+    assert (text_by_testid(driver, "memory-bytes-value") or "").endswith(" / 64.0 MiB")
+    body = http.get("/spaces/1").content  # a HIT: the stored body
+    assert text(driver, 'tr[data-key="GET:spaces:1"] [data-testid="key-size"]') == f"{len(body)} B"
+    assert driver.execute_script("return document.getElementById('last-error').hidden") is True
     by_testid(driver, "auto-refresh").click()  # live again: the page polls /stats every 2 s
     wait_for(driver, lambda: text_by_testid(driver, "health-status") == "healthy", "health")
     assert text_by_testid(driver, "backend-name") == "memory"
@@ -373,10 +408,10 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     for _ in range(5):
         assert http.get("/spaces/1").headers["x-cache"] == "HIT"
     stats = http.get("/api/cache/stats", headers=AUTH).json()
-    assert stats["hits"] == 7
-    wait_for(driver, lambda: text_by_testid(driver, "kpi-hits-value") == "7", "hits card updated")
+    assert stats["hits"] == 8
+    wait_for(driver, lambda: text_by_testid(driver, "kpi-hits-value") == "8", "hits card updated")
     route_hits = 'tr[data-route="/spaces/{space_id}"] td:nth-child(2)'
-    wait_for(driver, lambda: text(driver, route_hits) == "7", "route row updated")
+    wait_for(driver, lambda: text(driver, route_hits) == "8", "route row updated")
     hit_rate = text_by_testid(driver, "kpi-hit_rate-value")
     assert hit_rate == f"{stats['hit_rate'] * 100:.1f}%"
     points = "return Number(document.getElementById('hit-rate-chart').dataset.points || 0)"
@@ -392,6 +427,16 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     assert driver.execute_script(
         "return [...document.querySelectorAll('[data-testid=route-row]')].map((row) => row.dataset.route)"
     ) == sorted(stats["routes"], reverse=True)
+
+    # While live, the key list follows too: a new entry appears, and a write made elsewhere marks what it
+    # invalidated, without a click. Rows still shown are updated in place (a held row is not replaced).
+    held = key_row(driver, "GET:spaces:1")
+    assert http.get("/spaces/2/items?page=1").headers["x-cache"] == "MISS"
+    wait_for(driver, lambda: "GET:spaces:2:items:page=1" in listed_keys(driver), "new key listed")
+    assert http.patch("/spaces/1/items/1", json={"name": "Fork", "price": 2.0}).status_code == 200
+    wait_for(driver, lambda: held.get_attribute("data-state") == "invalidated", "outside write shown")
+    entries = f"{len(api_keys(http))} / 5,000"
+    wait_for(driver, lambda: text_by_testid(driver, "memory-entries-value") == entries, "budget follows")
 
     driver.save_screenshot(str(tmp_path / "dashboard.png"))
 
@@ -429,3 +474,54 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     assert height >= 600
     assert distinct > 50
     assert (tmp_path / "dashboard.png").stat().st_size > 20_000
+
+
+class RefusesOnce(MemoryBackend):
+    """A backend whose first lookup fails, as a Redis reached with a bad URL would (then it recovers)."""
+
+    failed = False
+
+    async def fetch(self, key: str, generation_keys: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("Error 111 connecting to redis://app:hunter2@cache.internal:6379. Refused.")
+        return await super().fetch(key, generation_keys)
+
+
+def test_secured_admin_signs_in_from_a_browser_with_a_cookie(driver) -> None:
+    """The secured example's dashboard in a browser: sign in with a form, then every call rides an HttpOnly cookie."""
+    app = secured_admin.create_app(RefusesOnce(), admin_token=TOKEN)
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        assert http.get("/products").headers["x-cache"] == "SKIP"  # the failed lookup
+        assert http.get("/products").headers["x-cache"] == "MISS"
+        assert http.get("/api/cache/dashboard").status_code == 401
+
+        driver.get(url + "/admin/login")
+        sign_in(driver, "wrong")
+        wait_for(driver, lambda: "Wrong token." in driver.page_source, "refused")
+        assert driver.get_cookies() == []
+
+        sign_in(driver, TOKEN)
+        wait_for(driver, lambda: driver.current_url == url + "/api/cache/dashboard", "dashboard")
+        wait_for(driver, lambda: driver.execute_script("return document.readyState") == "complete", "page load")
+        wait_for(driver, lambda: text_by_testid(driver, "health-status") == "healthy", "health")
+        wait_for(driver, lambda: listed_keys(driver) == ["GET:products"], "keys")
+        assert messages(driver, "error") == []
+        assert text_by_testid(driver, "kpi-misses-value") == "1"
+        # The error the backend gave, kept for whoever looks later; its password masked.
+        last_error = text_by_testid(driver, "last-error") or ""
+        assert last_error.startswith("last error: ConnectionError: Error 111 connecting to redis://app:***@cache")
+        assert "hunter2" not in driver.page_source
+
+        # The token lives in a cookie the page's script cannot read, sent to the admin routes only.
+        (cookie,) = driver.get_cookies()
+        assert (cookie["name"], cookie["value"], cookie["path"]) == ("ic_admin_token", TOKEN, "/api/cache")
+        assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
+        assert driver.execute_script("return document.cookie") == ""
+        assert by_testid(driver, "token-input").get_attribute("value") == ""
+        assert driver.execute_script("return sessionStorage.getItem('ic.token')") is None
+
+        # A write through the page works with the cookie alone.
+        submit(driver, "clear-all-input", "CLEAR", "clear-all-button")
+        wait_for(driver, lambda: listed_keys(driver) == [], "cleared")
+        assert http.get("/products").headers["x-cache"] == "MISS"

@@ -295,6 +295,115 @@ def test_secured_admin_token_from_the_environment_or_generated(
         assert client.get("/api/cache/stats").status_code == 401
 
 
+@contextlib.asynccontextmanager
+async def secured_browser(base_url: str = "http://testserver") -> AsyncIterator[httpx.AsyncClient]:
+    """The secured example as a browser meets it: its lifespan, a client keeping cookies and not following redirects."""
+    app = secured_admin.create_app(admin_token=TOKEN)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+        assert (await client.get("/products")).status_code == 200  # something in the cache
+        yield client
+
+
+def set_cookie_attributes(response: httpx.Response) -> dict[str, str]:
+    (header,) = response.headers.get_list("set-cookie")
+    name_value, *attributes = (part.strip() for part in header.split(";"))
+    found = {"cookie": name_value}
+    for attribute in attributes:
+        name, _, value = attribute.partition("=")
+        found[name.lower()] = value
+    return found
+
+
+async def test_secured_admin_signs_a_browser_in_with_an_http_only_cookie() -> None:
+    async with secured_browser() as browser:
+        form = await browser.get("/admin/login")
+        assert form.status_code == 200 and form.headers["content-type"].startswith("text/html")
+        assert '<form method="post" action="/admin/login">' in form.text and 'type="password" name="token"' in form.text
+        assert (await browser.get("/api/cache/dashboard")).status_code == 401
+
+        signed_in = await browser.post("/admin/login", data={"token": TOKEN})
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/api/cache/dashboard")
+        cookie = set_cookie_attributes(signed_in)
+        assert cookie["cookie"] == f"ic_admin_token={TOKEN}"
+        assert (cookie["path"], cookie["samesite"]) == ("/api/cache", "strict")
+        assert "httponly" in cookie
+        assert "secure" not in cookie  # plain http here: a Secure cookie would never come back
+
+        # The page and every call it makes are authenticated by the cookie alone.
+        dashboard = await browser.get("/api/cache/dashboard")
+        assert dashboard.status_code == 200 and "<!doctype html>" in dashboard.text.lower()
+        for method, path, _ in ADMIN_CALLS:
+            if method == "GET":
+                assert (await browser.request(method, path)).status_code == 200, path
+        assert [entry["key"] for entry in (await browser.get("/api/cache/keys")).json()["keys"]] == ["GET:products"]
+        assert (await browser.post("/api/cache/invalidate", json={"path": "/products"})).status_code == 200
+        assert_cache(await browser.get("/products"), "MISS")
+
+        signed_out = await browser.post("/admin/logout")
+        assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/admin/login")
+        assert set_cookie_attributes(signed_out)["max-age"] == "0"
+        assert (await browser.get("/api/cache/stats")).status_code == 401
+
+
+async def test_secured_admin_cookie_is_secure_over_https() -> None:
+    async with secured_browser("https://testserver") as browser:
+        signed_in = await browser.post("/admin/login", data={"token": TOKEN})
+        assert "secure" in set_cookie_attributes(signed_in)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"token": "wrong"},
+        {"token": TOKEN[:-1]},
+        {"token": ""},
+        {},
+        {"token": "clé"},
+        {"token": [TOKEN + "x", TOKEN]},  # only the first value counts
+        {"other": TOKEN},
+    ],
+)
+async def test_secured_admin_login_refuses_a_wrong_token(form: dict[str, Any]) -> None:
+    async with secured_browser() as browser:
+        refused = await browser.post("/admin/login", data=form)
+        assert refused.status_code == 401
+        assert "Wrong token." in refused.text
+        assert "set-cookie" not in refused.headers
+        assert (await browser.get("/api/cache/stats")).status_code == 401
+
+
+async def test_secured_admin_login_takes_the_token_from_the_form_only() -> None:
+    async with secured_browser() as browser:
+        assert "set-cookie" not in (await browser.get("/admin/login", params={"token": TOKEN})).headers
+        assert (await browser.post("/admin/login", params={"token": TOKEN})).status_code == 401
+        # A body far larger than a token does not break the form (nor count past its head).
+        assert (await browser.post("/admin/login", content=b"token=" + b"x" * 100_000)).status_code == 401
+        openapi = (await browser.get("/openapi.json")).json()
+        assert not [path for path in openapi["paths"] if path.startswith("/admin")]
+
+
+@pytest.mark.parametrize("cookie", ["wrong", TOKEN[:-1], ""])
+async def test_secured_admin_refuses_a_wrong_cookie(cookie: str) -> None:
+    async with secured_browser() as browser:
+        # As a browser keeps it (a host without a dot is matched as "<host>.local").
+        browser.cookies.set("ic_admin_token", cookie, domain="testserver.local", path="/api/cache")
+        for method, path, body in ADMIN_CALLS:
+            response = await browser.request(method, path, json=body)
+            assert response.status_code == 401, (method, path)
+        assert_cache(await browser.get("/products"), "HIT")  # nothing was deleted or invalidated
+        browser.cookies.set("ic_admin_token", TOKEN, domain="testserver.local", path="/api/cache")
+        assert (await browser.get("/api/cache/stats")).status_code == 200  # the same cookie, right: accepted
+
+
+async def test_secured_admin_header_credentials_win_over_the_cookie() -> None:
+    async with secured_browser() as browser:
+        await browser.post("/admin/login", data={"token": TOKEN})
+        assert (await browser.get("/api/cache/stats")).status_code == 200
+        assert (await browser.get("/api/cache/stats", headers={"x-api-key": "wrong"})).status_code == 401
+        assert (await browser.get("/api/cache/stats", headers={"authorization": "Bearer wrong"})).status_code == 401
+
+
 # -- per_user ----------------------------------------------------------------------------------------------------------
 
 ALICE = {"x-session": "s-alice"}

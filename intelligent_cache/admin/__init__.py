@@ -1,6 +1,27 @@
-"""The admin API (and, later, its dashboard page)."""
+"""The admin API, its dashboard page, and the models of its answers."""
 
 from .options import AdminOptions
-from .router import admin_router
+from .router import (
+    ClearResult,
+    DeleteResult,
+    HealthStatus,
+    InvalidateRequest,
+    InvalidateResult,
+    KeyDetail,
+    KeysPage,
+    StatsDocument,
+    admin_router,
+)
 
-__all__ = ["AdminOptions", "admin_router"]
+__all__ = [
+    "AdminOptions",
+    "ClearResult",
+    "DeleteResult",
+    "HealthStatus",
+    "InvalidateRequest",
+    "InvalidateResult",
+    "KeyDetail",
+    "KeysPage",
+    "StatsDocument",
+    "admin_router",
+]

@@ -20,12 +20,15 @@ class AdminOptions:
         auth_dependency: a single auth dependency (callable) for them.
         allow_unauthenticated: mount them without any auth (a warning is logged).
         prefix: where ``init_app`` mounts them.
+        include_in_schema: list them in the app's OpenAPI document (``False``:
+            they still answer, but ``/openapi.json`` and ``/docs`` do not show them).
     """
 
     dependencies: Sequence[Any] = field(default_factory=tuple)
     auth_dependency: Callable[..., Any] | None = None
     allow_unauthenticated: bool = False
     prefix: str = "/api/cache"
+    include_in_schema: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not self.prefix.startswith("/") or self.prefix.endswith("/"):

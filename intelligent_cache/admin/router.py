@@ -13,14 +13,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import anyio
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.base import CacheBackend
+from ..backends.failopen import describe_error
+from ..backends.memory import MemoryBackend
 from ..config import invalidates
 from ..entry import CachedResponse, VaryIndex, decode
 from ..exceptions import BackendError, CorruptEntryError
@@ -34,7 +36,17 @@ from .options import AdminOptions
 if TYPE_CHECKING:  # the manager imports this module
     from ..manager import CacheManager
 
-__all__ = ["admin_router"]
+__all__ = [
+    "ClearResult",
+    "DeleteResult",
+    "HealthStatus",
+    "InvalidateRequest",
+    "InvalidateResult",
+    "KeyDetail",
+    "KeysPage",
+    "StatsDocument",
+    "admin_router",
+]
 
 logger = logging.getLogger("intelligent_cache")
 
@@ -59,23 +71,207 @@ class InvalidateRequest(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list, max_length=100)
 
 
+# -- response models: what OpenAPI shows, and what every route's answer is checked against ----------------
+#
+# Routes return plain dicts serialized with ``response_model_exclude_unset``: a field a
+# route leaves out (``kind`` without ``with_state``, ``hidden``...) stays out of the JSON
+# rather than turning up as null. Such fields are the ones with a default.
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    # Backends describe themselves (``CacheBackend.info``) and stats may grow counters.
+    model_config = ConfigDict(extra="allow")
+
+
+EntryKind = Literal["response", "vary", "value", "corrupt"]
+EntryState = Literal["fresh", "expired", "invalidated", "stale"]
+
+
+class KeyItem(_Closed):
+    """One key of a listing; the fields after ``ttl`` come with ``with_state=true`` only."""
+
+    key: str
+    ttl: float | None = Field(description="seconds the backend keeps the key; null: no expiry")
+    kind: EntryKind | None = None
+    valid: bool | None = Field(default=None, description="no write invalidated it; null: unknown, or not a response")
+    state: EntryState | None = Field(default=None, description="null for other kinds than response")
+    expires_in: float | None = Field(default=None, description="seconds of freshness left (0 unless fresh)")
+    size: int | None = Field(default=None, description="bytes: the body of a response, the stored value otherwise")
+
+
+class KeysPage(_Closed):
+    """``GET /keys``: one page of keys; ``cursor`` 0 means the walk is done."""
+
+    keys: list[KeyItem]
+    cursor: int
+    hidden: int | None = Field(default=None, description="invalidated entries left out (include_invalidated=false)")
+
+
+class ResponseEntry(_Closed):
+    """``GET /keys/{key}`` of a stored response (never its body)."""
+
+    key: str
+    kind: Literal["response"]
+    route: str
+    path: str
+    status: int
+    size: int = Field(description="bytes of the body")
+    stored_at: float = Field(description="seconds since the epoch")
+    age: float
+    ttl: float
+    valid: bool | None
+    state: EntryState
+    expires_in: float
+    tags: list[str]
+    headers: list[tuple[str, str]]
+
+
+class VaryEntry(_Closed):
+    """``GET /keys/{key}`` of a pointer to per-header variants."""
+
+    key: str
+    kind: Literal["vary"]
+    size: int
+    vary: list[str]
+
+
+class ValueEntry(_Closed):
+    """``GET /keys/{key}`` of a value set through ``CacheService``, or of undecodable bytes."""
+
+    key: str
+    kind: Literal["value", "corrupt"]
+    size: int
+
+
+KeyDetail = Annotated[ResponseEntry | VaryEntry | ValueEntry, Field(discriminator="kind")]
+
+
+class DeleteResult(_Closed):
+    """``DELETE /keys/{key}``."""
+
+    deleted: str
+
+
+class ClearResult(_Closed):
+    """``POST /clear``: how many entries were deleted, and the pattern (null: all)."""
+
+    deleted: int
+    pattern: str | None
+
+
+class InvalidateResult(_Closed):
+    """``POST /invalidate``: what was invalidated."""
+
+    path: str | None
+    tags: list[str]
+
+
+class BackendInfo(_Open):
+    """What the backend says of itself; the memory backend adds its use of its budget."""
+
+    backend: str
+    key_prefix: str | None = None
+    breaker: dict[str, Any] | None = Field(
+        default=None, description="state, consecutive_failures, times_opened, last_error"
+    )
+    near_cache: dict[str, Any] | None = None
+    entries: int | None = Field(default=None, description="memory backend: entries held")
+    max_entries: int | None = None
+    bytes: int | None = Field(default=None, description="memory backend: bytes budgeted (keys, values, overhead)")
+    max_bytes: int | None = None
+
+
+class RouteCounts(_Open):
+    """Counters of one route."""
+
+    hits: int
+    misses: int
+    skips: int
+    stale: int
+    hit_rate: float
+
+
+class StatsDocument(_Open):
+    """``GET /stats``: lifetime counters (every process sharing a Redis backend, or this one)."""
+
+    hits: int
+    misses: int
+    skips: int
+    stale: int
+    collapsed: int
+    stores: int
+    errors: int
+    corrupt: int
+    invalidations: int
+    invalidation_errors: int
+    refresh_errors: int
+    hit_rate: float
+    skip_reasons: dict[str, int]
+    routes: dict[str, RouteCounts]
+    scope: Literal["shared", "process"]
+    backend: BackendInfo
+    enabled: bool
+    degraded: bool
+
+
+class HealthStatus(BackendInfo):
+    """``GET /health``: 200 with the ping's latency, 503 with the reason it failed."""
+
+    status: Literal["ok", "unavailable"]
+    latency_ms: float | None = Field(default=None, description="only when ok")
+    reason: str | None = Field(default=None, description="only when unavailable")
+    last_error: str | None = Field(description="the last failed backend call, 'Type: message'; null if none yet")
+
+
+class ErrorDetail(_Closed):
+    """An error with a message."""
+
+    detail: str
+
+
+class ValidationErrors(BaseModel):
+    """FastAPI's answer to input that does not match the schema."""
+
+    detail: list[dict[str, Any]]
+
+
+_UNAUTHORIZED = {"model": ErrorDetail, "description": "No valid admin credentials (as the auth dependency decides)"}
+_NOT_FOUND = {"model": ErrorDetail, "description": "No such key (absent, expired, or internal)"}
+_UNAVAILABLE = {"model": ErrorDetail, "description": "The cache backend failed"}
+
+
 def _backend_failure(exc: Exception) -> HTTPException:
-    return HTTPException(status_code=503, detail=f"cache backend unavailable: {exc}")
+    return HTTPException(status_code=503, detail=f"cache backend unavailable: {describe_error(exc)}")
+
+
+def _backend_info(backend: CacheBackend) -> dict[str, Any]:
+    """``backend.info()``, plus how much of its budget a memory backend uses."""
+    info = backend.info()
+    if isinstance(backend, MemoryBackend):
+        info.update(
+            entries=len(backend), max_entries=backend.max_entries, bytes=backend.size_bytes, max_bytes=backend.max_bytes
+        )
+    return info
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Summary:
-    """What validity and freshness need of a stored response (no body, no headers)."""
+    """What validity, freshness and a listing need of a stored response (no body, no headers)."""
 
     stored_at: float
     ttl: float
     generations: tuple[int, ...]
     names: tuple[str, ...]
+    size: int
 
     @classmethod
     def of(cls, entry: CachedResponse) -> "_Summary":
         names = tuple(generation_keys(entry.path, entry.tags))
-        return cls(entry.stored_at, entry.ttl, entry.generations, names)
+        return cls(entry.stored_at, entry.ttl, entry.generations, names, len(entry.body))
 
     def describe(self, valid: bool | None, now: float, soft_purge: bool) -> dict[str, Any]:
         """``valid``, ``state`` and ``expires_in`` (seconds of freshness left: 0 unless fresh)."""
@@ -117,13 +313,13 @@ def _kind(value: Any) -> str:
     return "corrupt" if value is None else "value"
 
 
-async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, str | _Summary]:
-    """Read and decode each key: its summary if it holds a response, else its kind; absent keys left out.
+async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, _Summary | tuple[str, int]]:
+    """Read and decode each key: its summary if it holds a response, else its kind and size; absent keys left out.
 
     Decoded with ``entry.decode``, not ``manager.io.decode``: browsing must neither count
     corrupt entries as failed lookups nor push hot entries out of the decode memo.
     """
-    found: dict[str, str | _Summary] = {}
+    found: dict[str, _Summary | tuple[str, int]] = {}
     errors: list[Exception] = []
     limiter = anyio.CapacityLimiter(_READ_CONCURRENCY)
 
@@ -141,9 +337,9 @@ async def _summarize(backend: CacheBackend, keys: Sequence[str]) -> dict[str, st
             if isinstance(value, CachedResponse):
                 found[key] = _Summary.of(value)
             else:  # decode() raises on corrupt bytes: anything else, None included, is a value
-                found[key] = "vary" if isinstance(value, VaryIndex) else "value"
+                found[key] = ("vary" if isinstance(value, VaryIndex) else "value", len(raw))
         except (CorruptEntryError, ValueError, TypeError):  # undecodable, or a path no route could have
-            found[key] = "corrupt"
+            found[key] = ("corrupt", len(raw))
 
     async with anyio.create_task_group() as group:
         for key in keys:
@@ -164,13 +360,21 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
         ConfigurationError: no auth dependency was configured and
             unauthenticated access is not allowed.
     """
-    dependencies = (options or manager.admin).route_dependencies()
+    settings = options or manager.admin
+    dependencies = settings.route_dependencies()
     if not dependencies:
         logger.warning("intelligent-cache admin routes are mounted WITHOUT authentication")
-    router = APIRouter(dependencies=dependencies, tags=["cache admin"])
+    # 401 as the usual answer of an auth dependency (one may answer 403 instead).
+    unauthorized: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED} if dependencies else {}
+    router = APIRouter(
+        dependencies=dependencies,
+        tags=["cache admin"],
+        responses=unauthorized,
+        include_in_schema=settings.include_in_schema,
+    )
     service = manager.service()
 
-    @router.get("/keys")
+    @router.get("/keys", response_model=KeysPage, response_model_exclude_unset=True, responses={503: _UNAVAILABLE})
     async def list_keys(
         pattern: Pattern = "*",
         cursor: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
@@ -194,7 +398,8 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
           its TTL, kept only for the route's stale windows), ``invalidated``
           (never served again) or ``stale`` (invalidated, but ``soft_purge``
           keeps it as a stale fallback); ``null`` for other kinds;
-        - ``expires_in``: seconds of freshness left, 0 unless ``fresh``.
+        - ``expires_in``: seconds of freshness left, 0 unless ``fresh``;
+        - ``size``: bytes of a response's body, or of the stored value for other kinds.
 
         Keys that vanished between listing and reading are left out.
 
@@ -226,8 +431,9 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
                 continue
             if isinstance(value, _Summary):
                 item.update(kind="response", **value.describe(validity[item["key"]], now, manager.soft_purge))
+                item["size"] = value.size
             else:
-                item.update(kind=value, valid=None, state=None, expires_in=None)
+                item.update(kind=value[0], valid=None, state=None, expires_in=None, size=value[1])
             described.append(item)
         if include_invalidated:
             return {"keys": described, "cursor": next_cursor}
@@ -246,7 +452,12 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             raise HTTPException(status_code=404, detail="no such key")
         return result
 
-    @router.get("/keys/{key:path}")
+    @router.get(
+        "/keys/{key:path}",
+        response_model=KeyDetail,
+        response_model_exclude_unset=True,
+        responses={404: _NOT_FOUND, 503: _UNAVAILABLE},
+    )
     async def get_key(key: KeyPath) -> dict[str, Any]:
         """Metadata of one entry (no body).
 
@@ -281,14 +492,14 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in entry.headers],
         }
 
-    @router.delete("/keys/{key:path}")
+    @router.delete("/keys/{key:path}", response_model=DeleteResult, responses={404: _NOT_FOUND, 503: _UNAVAILABLE})
     @_NOT_A_WRITE
     async def delete_key(key: KeyPath) -> dict[str, Any]:
         """Delete one entry; 404 if absent."""
         await existing(key, manager.backend.delete)
         return {"deleted": key}
 
-    @router.post("/clear")
+    @router.post("/clear", response_model=ClearResult, responses={503: _UNAVAILABLE})
     @_NOT_A_WRITE
     async def clear(
         pattern: Annotated[str | None, Query(min_length=1, max_length=MAX_PATTERN_LENGTH)] = None,
@@ -300,7 +511,17 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             raise _backend_failure(exc) from exc
         return {"deleted": deleted, "pattern": pattern}
 
-    @router.post("/invalidate")
+    @router.post(
+        "/invalidate",
+        response_model=InvalidateResult,
+        responses={
+            422: {
+                "model": ValidationErrors | ErrorDetail,
+                "description": "Invalid body, or one naming neither a path nor tags",
+            },
+            503: _UNAVAILABLE,
+        },
+    )
     @_NOT_A_WRITE
     async def invalidate(request: Annotated[InvalidateRequest, Body()]) -> dict[str, Any]:
         """Invalidate as a write to ``path`` would, and/or every entry with one of ``tags``."""
@@ -315,12 +536,29 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             raise _backend_failure(exc) from exc
         return {"path": request.path, "tags": request.tags}
 
-    @router.get("/stats")
+    @router.get("/stats", response_model=StatsDocument, response_model_exclude_unset=True)
     async def stats() -> dict[str, Any]:
-        """Hit/miss counters (all workers sharing a Redis backend), per route, and backend state."""
-        return await service.get_stats()
+        """Hit/miss counters (all workers sharing a Redis backend), per route, and backend state.
 
-    @router.get("/metrics", response_class=PlainTextResponse)
+        With the memory backend, ``backend`` also says how full it is: ``entries``
+        of ``max_entries``, ``bytes`` of ``max_bytes``.
+        """
+        document = await service.get_stats()
+        document["backend"] = _backend_info(manager.backend)
+        return document
+
+    @router.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        # The route's media type is text, its 401 (from the auth dependency) is JSON.
+        responses={
+            status: {
+                "description": _UNAUTHORIZED["description"],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}},
+            }
+            for status in unauthorized
+        },
+    )
     async def metrics() -> PlainTextResponse:
         """Prometheus text format: requests by route and outcome, errors, latency histograms."""
         counters, _ = await manager.shared_counters()
@@ -328,15 +566,26 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
         breaker_open = None if breaker is None else breaker.get("state") != "closed"
         return PlainTextResponse(render_metrics(counters, breaker_open=breaker_open), media_type=METRICS_CONTENT_TYPE)
 
-    @router.get("/health", response_model=None)
+    @router.get(
+        "/health",
+        response_model=HealthStatus,
+        responses={503: {"model": HealthStatus, "description": "The backend does not answer"}},
+    )
     async def health() -> JSONResponse:
-        """200 with the backend's latency when it answers, 503 with a reason when not."""
-        info = manager.backend.info()
+        """200 with the backend's latency when it answers, 503 with a reason when not.
+
+        ``last_error`` is the last failed backend call of this process, as
+        ``"Type: message"`` (null if none yet), e.g. Redis's
+        ``"AuthenticationError: invalid username-password pair..."``; it stays
+        after the backend recovers, so compare with ``status``.
+        """
+        info = {**_backend_info(manager.backend), "last_error": manager.io.last_error}
         started = time.perf_counter()
         try:
             await manager.backend.ping()
         except Exception as exc:
-            return JSONResponse({"status": "unavailable", **info, "reason": repr(exc)}, 503)
+            # Type and message (redis-py's repr() of its errors leaves the message out), no password.
+            return JSONResponse({"status": "unavailable", **info, "reason": describe_error(exc)}, 503)
         latency_ms = (time.perf_counter() - started) * 1000
         return JSONResponse({"status": "ok", **info, "latency_ms": round(latency_ms, 3)})
 
