@@ -1,6 +1,5 @@
 """``CacheManager``: owns the backend, the settings and the stats of one app."""
 
-import asyncio
 import logging
 import math
 import time
@@ -8,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
 
@@ -25,6 +25,7 @@ from .routecheck import check_app_routes
 from .scope import STATE_ATTRIBUTE, AttachedCache, manager_from_scope
 from .service import CacheService
 from .stats import CacheStats
+from .tasks import Background
 from .writes import InvalidationMiddleware
 
 __all__ = ["STATE_ATTRIBUTE", "CacheManager", "get_cache_service", "manager_from_request", "manager_from_scope"]
@@ -164,7 +165,7 @@ class CacheManager(AttachedCache):
         self.stats = CacheStats()
         self.flights: FlightGroup[CachedResponse] = FlightGroup()
         self._refreshing: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()  # background refreshes and the stats flusher
         #: Every backend call of the request path, failing open.
         self.io = FailOpenBackend(self.backend, self.stats, lock_timeout=self.lock_timeout, secret=self._secret)
 
@@ -238,13 +239,13 @@ class CacheManager(AttachedCache):
                         raise ConfigurationError(problem) from exc
                     logger.warning("%s (requests run uncached until it answers)", problem)
             await self.io.secret()  # fetched now rather than by the first request (a failure is logged)
-            flusher = asyncio.get_running_loop().create_task(self._flush_periodically())
+            flusher = Background()
+            flusher.spawn(self._flush_periodically)
             try:
                 async with original(app_) as state:
                     yield state
             finally:
-                flusher.cancel()
-                await asyncio.gather(flusher, return_exceptions=True)
+                await flusher.aclose()
                 await self.flush_stats()
                 await self.aclose()
 
@@ -252,7 +253,7 @@ class CacheManager(AttachedCache):
 
     async def _flush_periodically(self) -> None:
         while True:
-            await asyncio.sleep(self.stats_flush_interval)
+            await anyio.sleep(self.stats_flush_interval)
             await self.flush_stats()
 
     async def flush_stats(self) -> None:
@@ -286,10 +287,7 @@ class CacheManager(AttachedCache):
 
     async def aclose(self) -> None:
         """Cancel background refreshes and close the backend's connections."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self.io.aclose()
         await self.backend.aclose()
 
@@ -321,9 +319,7 @@ class CacheManager(AttachedCache):
             finally:
                 self._refreshing.discard(key)
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(run)
         return True
 
     @property

@@ -9,17 +9,19 @@ no lookup is answered while one is pending; locks whose release failed are
 freed before this process waits on them.
 """
 
-import asyncio
 import logging
 import re
 import secrets
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+
 from ..entry import CachedResponse, VaryIndex, decode, encode
 from ..exceptions import CorruptEntryError
 from ..lru import BoundedLRU
 from ..stats import CacheStats
+from ..tasks import Background
 from .base import CacheBackend
 
 __all__ = ["FailOpenBackend", "describe_error"]
@@ -75,17 +77,14 @@ class FailOpenBackend:
         # Invalidations that failed (backend unreachable), in order, until they land.
         self._pending: dict[str, None] = {}
         self._pending_overflow = False
-        self._replaying: asyncio.Task[None] | None = None
+        self._replaying = False
         # Locks whose release failed: this process frees them before waiting on them.
         self._unreleased: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Background()
 
     async def aclose(self) -> None:
         """Stop replaying pending invalidations."""
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     def failed(self, operation: str, exc: Exception, *, log: bool = True) -> None:
         """Count a failed backend call, keep its error text and log it once per change of state.
@@ -246,18 +245,20 @@ class FailOpenBackend:
             # Too many to replay one by one: drop the whole namespace instead.
             self._pending.clear()
             self._pending_overflow = True
-        if self._replaying is None or self._replaying.done():
-            self._replaying = asyncio.get_running_loop().create_task(self._replay_pending())
-            self._tasks.add(self._replaying)
-            self._replaying.add_done_callback(self._tasks.discard)
+        if not self._replaying:
+            self._replaying = True
+            self._tasks.spawn(self._replay_pending)
 
     async def _replay_pending(self) -> None:
-        while self._pending or self._pending_overflow:
-            await asyncio.sleep(_REPLAY_INTERVAL)
-            try:
-                await self._land_pending()
-            except Exception:  # still unreachable; the next round tries again
-                continue
+        try:
+            while self._pending or self._pending_overflow:
+                await anyio.sleep(_REPLAY_INTERVAL)
+                try:
+                    await self._land_pending()
+                except Exception:  # still unreachable; the next round tries again
+                    continue
+        finally:
+            self._replaying = False
 
     async def _land_pending(self) -> None:
         """Land every invalidation that failed earlier (raises if the backend still fails)."""
