@@ -671,3 +671,24 @@ def test_sentinel_url_parsing() -> None:
 
     with pytest.raises(ConfigurationError, match="service"):
         RedisBackend("redis+sentinel://h:26379", key_prefix="p:")
+
+
+def test_db_and_password_arguments_override_the_url() -> None:
+    backend = RedisBackend("redis://:url-pw@127.0.0.1:1/0", db=7, password="explicit", key_prefix="p:")
+    kwargs = backend._client.connection_pool.connection_kwargs
+    assert (kwargs["db"], kwargs["password"]) == (7, "explicit")
+    plain = RedisBackend("redis://:url-pw@127.0.0.1:1/3", key_prefix="p:")
+    kwargs = plain._client.connection_pool.connection_kwargs
+    assert (kwargs["db"], kwargs["password"]) == (3, "url-pw")
+
+
+async def test_the_db_argument_selects_that_database(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    backend = RedisBackend(redis_server.url, db=5, key_prefix=prefix, **PATIENT)
+    try:
+        await backend.set("GET:in-five", b"v", 60)
+        assert redis_server.client(db=5).get(prefix + "GET:in-five") == b"v"
+        assert redis_server.client().get(prefix + "GET:in-five") is None
+    finally:
+        await backend.clear()
+        await backend.aclose()

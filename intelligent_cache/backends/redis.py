@@ -123,11 +123,14 @@ class RedisBackend(RedisBase):
         if url.startswith("redis+sentinel://"):
             self._client = self._from_sentinel(url, db, max_connections, options)
             return
-        if db is not None:
-            options["db"] = db
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=socket_timeout, **options
         )
+        # redis-py lets the URL's database and password win over keyword arguments; ours win.
+        if db is not None:
+            pool.connection_kwargs["db"] = db
+        if password is not None:
+            pool.connection_kwargs["password"] = password
         self._client = aioredis.Redis(connection_pool=pool)
 
     # -- the near cache layer (DIRECT when there is none) ------------------------------
