@@ -30,7 +30,7 @@ from intelligent_cache.admin import (
     StatsDocument,
     admin_router,
 )
-from intelligent_cache.admin.router import ErrorDetail, ValidationErrors
+from intelligent_cache.admin.models import ErrorDetail, ValidationErrors
 from tests.conftest import BACKEND_KINDS, make_backend
 
 TOKEN = "models-s3cret"

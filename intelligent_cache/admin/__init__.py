@@ -1,7 +1,6 @@
 """The admin API, its dashboard page, and the models of its answers."""
 
-from .options import AdminOptions
-from .router import (
+from .models import (
     ClearResult,
     DeleteResult,
     HealthStatus,
@@ -10,8 +9,9 @@ from .router import (
     KeyDetail,
     KeysPage,
     StatsDocument,
-    admin_router,
 )
+from .options import AdminOptions
+from .router import admin_router
 
 __all__ = [
     "AdminOptions",
