@@ -71,6 +71,7 @@ async def _run(requests: int, rounds: int) -> list[tuple[str, float, int]]:
     from bench.apps.ours import create_app
 
     ours = create_app()
+    edge = create_app(edge=True)
     plain = create_app(cached=False)  # the same routes as plain APIRoutes, no cache
     query = b"page=1&limit=20"
     variants = [
@@ -81,6 +82,7 @@ async def _run(requests: int, rounds: int) -> list[tuple[str, float, int]]:
         _Variant("FastAPI endpoint, a new query each time", plain, "/items", query, True),
         _Variant("ours: MISS, a new query each time", ours, "/items", query, True),
         _Variant("ours: HIT (memory)", ours, "/items", query, False),
+        _Variant("ours: edge HIT (memory, edge=True)", edge, "/items", query, False),
     ]
     for variant in variants:
         await variant.batch(200, record=False)  # warm up (and store the HIT's entry)

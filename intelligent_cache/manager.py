@@ -16,6 +16,7 @@ from .backends.base import CacheBackend
 from .backends.failopen import FailOpenBackend
 from .backends.memory import MemoryBackend
 from .config import Seconds, as_seconds
+from .edge import EdgeLayer
 from .entry import CachedResponse
 from .exceptions import ConfigurationError, NoCacheManager
 from .flights import FlightGroup
@@ -74,6 +75,9 @@ class CacheManager(AttachedCache):
         stats_flush_interval: seconds between two additions of this process's
             counters to the backend's shared ones (Redis), so stats cover every
             worker without a round trip per request.
+        edge: answer fresh HITs in front of the app, before its middleware
+            and router run (see :mod:`intelligent_cache.edge`: the app's
+            middleware does not run for them).
         key_secret: the secret that keys the digests standing for credential
             values (``Authorization``, cookies, API keys) in cache keys, which
             never hold such values in plaintext. Every instance sharing a
@@ -111,6 +115,7 @@ class CacheManager(AttachedCache):
         stats_flush_interval: Seconds = 1.0,
         key_by_host: bool = False,
         honor_request_no_cache: bool = True,
+        edge: bool = False,
         key_secret: str | bytes | None = None,
         startup_check: Literal["log", "raise", "off"] = "log",
         clock: Callable[[], float] = time.time,
@@ -158,6 +163,8 @@ class CacheManager(AttachedCache):
         self.lock_timeout = float(lock_timeout)
         self.cache_control = bool(cache_control)
         self.key_by_host = bool(key_by_host)
+        self.edge_enabled = bool(edge)
+        self.edge: EdgeLayer | None = None  # the app's outermost layer once init_app ran, with edge=True
         self.honor_request_no_cache = bool(honor_request_no_cache)
         self.soft_purge = bool(soft_purge)
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
@@ -195,10 +202,22 @@ class CacheManager(AttachedCache):
             raise ConfigurationError(f"init_app() must be called before the app starts: {exc}") from exc
         setattr(app.state, STATE_ATTRIBUTE, self)
         app.router.route_class = CachedRoute
+        if self.edge_enabled:
+            self._wrap_middleware_stack(app)
         self._wrap_lifespan(app)
         if self.include_admin_routes:
             app.include_router(admin_router(self), prefix=self.admin.prefix)
         return self
+
+    def _wrap_middleware_stack(self, app: FastAPI) -> None:
+        """Make the edge layer the app's outermost one (Starlette builds the stack on first call)."""
+        build = app.build_middleware_stack
+
+        def build_with_edge() -> Any:
+            self.edge = EdgeLayer(build(), self)
+            return self.edge
+
+        app.build_middleware_stack = build_with_edge  # type: ignore[method-assign]
 
     def _wrap_lifespan(self, app: FastAPI) -> None:
         original = app.router.lifespan_context

@@ -217,6 +217,8 @@ class CachedRoute(APIRoute):
                 except Exception:  # the full path below handles (and reports) whatever went wrong
                     scope.pop(LOOKUP_KEY, None)
                     hit = None
+                if manager.edge is not None and state.fast_path and not scope.get("root_path"):
+                    manager.edge.routes.learn(scope["path"], state, scope.get("path_params", {}))
                 if hit is not None:
                     status, headers, body = hit
                     await send({"type": "http.response.start", "status": status, "headers": headers})

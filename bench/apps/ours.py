@@ -27,11 +27,16 @@ def _backend() -> CacheBackend:
     return MemoryBackend()
 
 
-def create_app(*, cached: bool = True) -> FastAPI:
-    """The benchmark app; ``cached=False`` builds the same routes as plain APIRoutes, for comparison."""
+def create_app(*, cached: bool = True, edge: bool | None = None) -> FastAPI:
+    """The benchmark app; ``cached=False`` builds the same routes as plain APIRoutes, for comparison.
+
+    ``edge`` (default: ``IC_EDGE=1``) answers fresh HITs in front of the app.
+    """
     app = FastAPI()
+    if edge is None:
+        edge = os.environ.get("IC_EDGE") == "1"
     if cached:
-        CacheManager(_backend(), default_ttl=3600, max_response_size=10 * 1024 * 1024).init_app(app)
+        CacheManager(_backend(), default_ttl=3600, max_response_size=10 * 1024 * 1024, edge=edge).init_app(app)
 
     @app.get("/items", response_model=list[Item])
     @cache_config(ttl_seconds=3600)
