@@ -258,13 +258,22 @@ async def test_raise_refuses_to_start_naming_the_backend_and_the_error(request, 
 def test_raise_makes_uvicorn_exit_before_serving(caplog):
     app = make_app(redis_backend(f"redis://127.0.0.1:{closed_port()}/0"), startup_check="raise")
     # log_config=None: uvicorn's own config would stop its records before pytest's handler.
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="error")
     server = uvicorn.Server(config)
-    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exited:
-        server.run()
+    # On uvicorn's own logger, at its level: another test's uvicorn run may have set both otherwise.
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    uvicorn_logger.addHandler(handler)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            server.run()
+    finally:
+        uvicorn_logger.removeHandler(handler)
     assert exited.value.code == 3  # uvicorn: "Application startup failed. Exiting."
     assert not server.started
-    logged = "\n".join(record.getMessage() for record in caplog.records)
+    logged = "\n".join(record.getMessage() for record in records)
     assert "ConfigurationError: cache backend redis failed its start-up check: ConnectionError: Error 111" in logged
 
 
