@@ -255,7 +255,7 @@ async def test_raise_refuses_to_start_naming_the_backend_and_the_error(request, 
 
 
 @pytest.mark.redis
-def test_raise_makes_uvicorn_exit_before_serving(caplog):
+def test_raise_makes_uvicorn_exit_before_serving():
     app = make_app(redis_backend(f"redis://127.0.0.1:{closed_port()}/0"), startup_check="raise")
     # log_config=None: uvicorn's own config would stop its records before pytest's handler.
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None, log_level="error")
