@@ -26,6 +26,7 @@ same case: ``PEXPIRE`` does not recreate it, and its next value is new.
 
 import asyncio
 import contextlib
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,6 +48,10 @@ from ..exceptions import BackendUnavailable, ConfigurationError
 from ..keys import NAMESPACE_PREFIXES, SECRET_KEY, STATS_KEY
 from .base import CacheBackend, new_generation
 from .breaker import CircuitBreaker
+
+logger = logging.getLogger("intelligent_cache")
+
+_CLOSED_BY_ACLOSE = "closed by aclose"
 
 __all__ = [
     "AsyncRedisCluster",
@@ -124,6 +129,7 @@ class RedisBase(CacheBackend):
     shared = True
 
     _client: Any
+    _owns_client: bool  # built from a url (not passed in): the backend may rebuild and close it
 
     def __init__(
         self,
@@ -150,6 +156,11 @@ class RedisBase(CacheBackend):
         self._closed = False
         self._in_flight = 0
         self._drained: asyncio.Event | None = None
+        # The event loop the client's connections belong to (see _follow_loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_watch: asyncio.Task[None] | None = None
+        self._watched = False  # whether _follow_loop has seen this loop since the last start or close
+        self._warned_foreign_loop = False
 
     # -- keys -------------------------------------------------------------------
 
@@ -169,8 +180,67 @@ class RedisBase(CacheBackend):
         if self._closed:
             raise BackendUnavailable(f"{self.name} backend is closed")
 
+    # -- the event loop the connections belong to ------------------------------------
+
+    def _follow_loop(self) -> None:
+        """Give the client connections of the running event loop, and close them when that loop ends.
+
+        redis-py's connections and pool locks belong to the loop that opened
+        them. An app served by uvicorn never changes loops, but Starlette's
+        ``TestClient`` used without ``with`` (as FastAPI's docs use it) runs
+        each request on a new loop and closes it afterwards: pooled
+        connections would outlive their loop and fail the next request with
+        ``Event loop is closed``. So the backend starts a new client on a new
+        loop, and a task on each loop disconnects that loop's client when the
+        loop shuts down (``asyncio.run`` and anyio cancel it then).
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: redis-py's asyncio client does not run there
+            return
+        if loop is self._loop and self._watched:
+            return
+        previous, self._loop = self._loop, loop
+        self._watched = True
+        if previous is not None and previous is not loop:
+            client = self._new_client()
+            if client is None:
+                if not self._warned_foreign_loop:
+                    self._warned_foreign_loop = True
+                    logger.warning(
+                        "the redis client passed to %s is used on a new event loop; its connections may belong "
+                        "to the last one (pass a url instead: the backend then opens connections per loop)",
+                        type(self).__name__,
+                    )
+                return
+            self._client = client
+            self._replaced_client()
+        if self._owns_client:
+            self._loop_watch = loop.create_task(self._close_with_loop(self._client))
+
+    async def _close_with_loop(self, client: Any) -> None:
+        try:
+            await asyncio.Event().wait()  # until the loop shuts down and cancels it
+        except asyncio.CancelledError as exc:
+            if exc.args != (_CLOSED_BY_ACLOSE,):  # aclose closes the connections itself, after its calls end
+                with contextlib.suppress(Exception):
+                    await self._disconnect(client)
+            raise
+
+    def _new_client(self) -> Any | None:
+        """A new client with this backend's settings, or ``None`` for a client the user passed."""
+        return None
+
+    def _replaced_client(self) -> None:
+        """Reset state tied to the client :meth:`_follow_loop` replaced."""
+
+    async def _disconnect(self, client: Any) -> None:
+        """Close the connections of ``client`` (this backend's own)."""
+        await client.aclose()
+
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
         self._check_open()
+        self._follow_loop()
         self.breaker.before_call()
         self._in_flight += 1
         try:
@@ -201,6 +271,10 @@ class RedisBase(CacheBackend):
         sockets nobody closes.
         """
         self._closed = True
+        if self._loop_watch is not None:
+            self._loop_watch.cancel(_CLOSED_BY_ACLOSE)  # after a reopen, the next call watches again
+            self._loop_watch = None
+        self._watched = False
         if self._in_flight:
             self._drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):
@@ -414,6 +488,7 @@ class RedisBase(CacheBackend):
     async def ping(self) -> None:
         # Not guarded: health checks must see Redis itself, not the breaker.
         self._check_open()
+        self._follow_loop()
         await self._client.ping()
 
     def info(self) -> dict[str, Any]:

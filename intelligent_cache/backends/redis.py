@@ -111,6 +111,18 @@ class RedisBackend(RedisBase):
         if client is not None:
             self._client = client
             return
+        self._settings = (url, db, password, max_connections, socket_timeout, socket_connect_timeout)
+        self._client = self._connect(*self._settings)
+
+    def _connect(
+        self,
+        url: str,
+        db: int | None,
+        password: str | None,
+        max_connections: int,
+        socket_timeout: float,
+        socket_connect_timeout: float,
+    ) -> Any:
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -121,8 +133,7 @@ class RedisBackend(RedisBase):
         if password is not None:
             options["password"] = password
         if url.startswith("redis+sentinel://"):
-            self._client = self._from_sentinel(url, db, max_connections, options)
-            return
+            return self._from_sentinel(url, db, max_connections, options)
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=socket_timeout, **options
         )
@@ -131,12 +142,25 @@ class RedisBackend(RedisBase):
             pool.connection_kwargs["db"] = db
         if password is not None:
             pool.connection_kwargs["password"] = password
-        self._client = aioredis.Redis(connection_pool=pool)
+        return aioredis.Redis(connection_pool=pool)
+
+    def _new_client(self) -> Any | None:
+        return self._connect(*self._settings) if self._owns_client else None
+
+    async def _disconnect(self, client: Any) -> None:
+        await client.aclose()
+        pool = client.connection_pool
+        if pool is not None:
+            await pool.disconnect()
+        sentinels = getattr(pool, "sentinel_manager", None)  # a redis+sentinel:// client's own sentinels
+        for sentinel in getattr(sentinels, "sentinels", ()):
+            await sentinel.aclose()
 
     # -- the near cache layer (DIRECT when there is none) ------------------------------
 
     async def fetch(self, key: str, generation_keys: Sequence[str]) -> tuple[bytes | None, list[int]]:
         self._check_open()  # a closed backend starts no subscription
+        self._follow_loop()  # the subscription listens on this loop's client
         self._near.listen(self._client, self._channel)
         return await self._near.fetch(key, generation_keys, super().fetch)
 
@@ -271,9 +295,4 @@ class RedisBackend(RedisBase):
             await self.near.aclose()
         await self._stop_calls()
         if self._owns_client:
-            await self._client.aclose()
-            if self._client.connection_pool is not None:
-                await self._client.connection_pool.disconnect()
-        if self._sentinel is not None:
-            for sentinel in self._sentinel.sentinels:
-                await sentinel.aclose()
+            await self._disconnect(self._client)

@@ -73,6 +73,8 @@ class RedisClusterBackend(RedisBase):
         if client is not None:
             self._client = client
             return
+        if not startup_nodes and not url:
+            raise ConfigurationError("RedisClusterBackend needs a url or startup_nodes")
         options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
             "socket_connect_timeout": socket_connect_timeout,
@@ -82,13 +84,21 @@ class RedisClusterBackend(RedisBase):
         }
         if password is not None:
             options["password"] = password
+        self._settings = (url or "", list(startup_nodes or ()), options)
+        self._client = self._connect(*self._settings)
+
+    @staticmethod
+    def _connect(url: str, startup_nodes: list[tuple[str, int]], options: dict[str, Any]) -> Any:
         if startup_nodes:
-            nodes = [ClusterNode(host, port) for host, port in startup_nodes]
-            self._client = AsyncRedisCluster(startup_nodes=nodes, **options)
-        elif url:
-            self._client = AsyncRedisCluster.from_url(url, **options)
-        else:
-            raise ConfigurationError("RedisClusterBackend needs a url or startup_nodes")
+            return AsyncRedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in startup_nodes], **options)
+        return AsyncRedisCluster.from_url(url, **options)
+
+    def _new_client(self) -> Any | None:
+        return self._connect(*self._settings) if self._owns_client else None
+
+    def _replaced_client(self) -> None:
+        self._initialized = False  # the new client discovers the cluster again
+        self._initializing = asyncio.Lock()
 
     def _physical(self, key: str) -> str:
         tag = slot_tag(key)
@@ -107,6 +117,7 @@ class RedisClusterBackend(RedisBase):
 
     async def _guard(self, call: Callable[[], Awaitable[T]]) -> T:
         self._check_open()
+        self._follow_loop()  # before discovery: a new loop's client discovers the cluster itself
         if not self._initialized:
             await self._initialize()
         return await super()._guard(call)
