@@ -95,6 +95,7 @@ async def find_hit(route: RouteState, manager: "CacheManager", scope: Scope) -> 
         )
         if decision.action == "hit":
             count(manager.stats, route.template, Outcome.HIT)
+            manager.stats.key_hit(key)
             headers = [
                 *entry.headers,
                 (b"age", b"%d" % decision.age),

@@ -55,7 +55,7 @@ credentials.
 
 Every other name the cache writes into a namespace is internal and starts
 with ``~`` (:data:`INTERNAL_PREFIX`), which no entry key can: the counters
-(``~g:``), locks (``~l:``), the shared stats hash, the key secret, the ping
+(``~g:``), locks (``~l:``), hit counts (``~hits:``), the shared stats hash, the key secret, the ping
 probe and the invalidation channel are all spelled here, and so is the rule
 that puts an entry and its counters in one Redis Cluster slot
 (:func:`slot_tag`).
@@ -92,6 +92,7 @@ __all__ = [
     "extend_key",
     "fill_lock_name",
     "hierarchy",
+    "hits_name",
     "is_internal",
     "looks_secret",
     "path_segments",
@@ -351,6 +352,7 @@ INVALIDATION_CHANNEL = "~invalidations"
 NAMESPACE_PREFIXES = ("~s:", "~k:")
 _COUNTER = "~g:"
 _TAG_COUNTER = _COUNTER + "t:"
+_HITS = "~hits:"
 _SECRET_HEAD = SECRET_KEY.split(":", 1)[0]
 
 
@@ -379,6 +381,11 @@ def fill_lock_name(key: str, generations: Iterable[int]) -> str:
     return f"~l:f:{key}:{digest}"
 
 
+def hits_name(key: str) -> str:
+    """Where a shared backend keeps the number of answers from ``key``'s entry (it expires with the entry)."""
+    return _HITS + key
+
+
 def refresh_lock_name(key: str) -> str:
     """The cross-process lock of the background refresh of ``key``."""
     return f"~l:r:{key}"
@@ -390,9 +397,11 @@ def slot_tag(key: str) -> str | None:
     It is the first path segment: ``GET:spaces:1:items`` and ``~g:s:spaces:1``
     both map to ``spaces`` (the root path maps to ``/``). Tag counters get
     ``t:<tag>``; the namespace's secret gets ``k:secret``, a slot of its own
-    that depends on nothing but the prefix; other keys (locks, manual values,
-    the stats hash) get none.
+    that depends on nothing but the prefix; an entry's hit count gets the
+    entry's; other keys (locks, manual values, the stats hash) get none.
     """
+    if key.startswith(_HITS):
+        return slot_tag(key[len(_HITS) :])
     parts = key.split(":", 3)
     tag: str | None = None
     if parts[0] == _SECRET_HEAD:

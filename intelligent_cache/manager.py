@@ -276,16 +276,31 @@ class CacheManager(AttachedCache):
             await self.flush_stats()
 
     async def flush_stats(self) -> None:
-        """Add this process's new counts to the backend's shared counters (if it has any)."""
+        """Add this process's new counts to the backend's shared counters (if it has any).
+
+        Hits per key go to the backend too, which keeps them beside the entries.
+        """
         delta = self.stats.delta()
-        if not delta:
-            return
-        try:
-            await self.backend.add_counters(delta)
-        except Exception as exc:
-            self.io.failed("stats flush", exc)
-            return
-        self.stats.mark_flushed(delta)
+        if delta:
+            try:
+                await self.backend.add_counters(delta)
+            except Exception as exc:
+                self.io.failed("stats flush", exc)
+            else:
+                self.stats.mark_flushed(delta)
+        hits = self.stats.take_key_hits()
+        if hits:
+            try:
+                await self.backend.add_key_hits(hits)
+            except Exception as exc:
+                self.io.failed("stats flush", exc)
+                self.stats.return_key_hits(hits)
+
+    async def key_hits(self, keys: Sequence[str]) -> list[int]:
+        """Answers served from each key's entry: the backend's counts plus this process's unflushed ones."""
+        kept = await self.backend.read_key_hits(keys)
+        pending = self.stats.key_hits
+        return [count + pending.get(key, 0) for key, count in zip(keys, kept, strict=True)]
 
     async def shared_counters(self) -> tuple[dict[str, int], bool]:
         """Counters of every process sharing the backend (this one's unflushed counts included).

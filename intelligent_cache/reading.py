@@ -87,6 +87,7 @@ class ReadContext:
     revalidate: bool
     origin: str
     key: str = ""
+    entry_key: str = ""  # where the entry found lives: the key, or a variant of it
     looked_up: bool = False
     tags: tuple[str, ...] = ()
     counters: list[str] = field(default_factory=list)
@@ -203,6 +204,8 @@ async def after_dependencies(ctx: ReadContext, endpoint: Callable[[], Awaitable[
             ctx.manager.stats.collapsed += 1
             if ctx.generations is None:
                 return serve(ctx, shared, Outcome.SKIP, "fwd=bypass", "collapsed", reason="backend-error")
+            if shared.vary:  # stored under its variant of the key
+                ctx.entry_key = ctx.variant(tuple(name for name, _ in shared.vary))
             return serve(ctx, shared, Outcome.HIT, "hit", "collapsed", f"ttl={int(shared.ttl)}")
     ctx.stored_at = ctx.manager.clock()
     try:
@@ -245,8 +248,10 @@ async def look_up(ctx: ReadContext) -> Response | None:
     if raw is not None:
         if found is UNDECODED:
             found = manager.io.decode(raw)
+        ctx.entry_key = ctx.key
         if isinstance(found, VaryIndex):
-            raw = await manager.io.read(ctx.variant(found.names))
+            ctx.entry_key = ctx.variant(found.names)
+            raw = await manager.io.read(ctx.entry_key)
             found = None if raw is None else manager.io.decode(raw)
             forward = "vary-miss"
         if isinstance(found, CachedResponse):
@@ -332,6 +337,8 @@ def serve(
     ctx: ReadContext, entry: CachedResponse, outcome: Outcome, *params: str, reason: str | None = None
 ) -> Response:
     """Answer from an entry (HIT, STALE, collapsed): 304 when the client's validator matches."""
+    if outcome is Outcome.HIT or outcome is Outcome.STALE:
+        ctx.manager.stats.key_hit(ctx.entry_key or ctx.key)
     extra = [(b"age", b"%d" % entry.age(ctx.manager.clock()))]
     directives = ctx.directives
     part = ranged(entry, directives.range, directives.if_range) if ctx.config.mode == "http" else None

@@ -12,7 +12,10 @@ import bisect
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "CacheStats", "summarize"]
+__all__ = ["LATENCY_BUCKETS", "MAX_TRACKED_KEYS", "CacheStats", "summarize"]
+
+#: Most distinct keys whose hits one process counts between two flushes (beyond: not counted per key).
+MAX_TRACKED_KEYS = 10_000
 
 #: Upper bounds (seconds) of the latency histogram buckets, Prometheus style.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -73,6 +76,8 @@ class CacheStats:
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}
         self._flushed: dict[str, int] = {}
+        # Hits per cache key not yet handed to the backend (which keeps them beside the entries).
+        self.key_hits: dict[str, int] = {}
         # Counter names by (route, outcome[, bucket]): a few per route, built once.
         self._names: dict[tuple[object, ...], str] = {}
 
@@ -103,6 +108,25 @@ class CacheStats:
         counters = self.counters
         counters[histogram] = counters.get(histogram, 0) + 1
         counters[total] = counters.get(total, 0) + int(seconds * 1_000_000)
+
+    def key_hit(self, key: str, amount: int = 1) -> None:
+        """Count an answer from the entry under ``key`` (bounded: see :data:`MAX_TRACKED_KEYS`)."""
+        hits = self.key_hits
+        seen = hits.get(key)
+        if seen is not None:
+            hits[key] = seen + amount
+        elif len(hits) < MAX_TRACKED_KEYS:
+            hits[key] = amount
+
+    def take_key_hits(self) -> dict[str, int]:
+        """The per-key hits counted since the last call, now handed over (see :meth:`return_key_hits`)."""
+        taken, self.key_hits = self.key_hits, {}
+        return taken
+
+    def return_key_hits(self, taken: dict[str, int]) -> None:
+        """Take back per-key hits a flush could not deliver (within the same bound)."""
+        for key, amount in taken.items():
+            self.key_hit(key, amount)
 
     def skip(self, route: str, reason: str) -> None:
         self.record(route, "skip")

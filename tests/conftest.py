@@ -57,16 +57,16 @@ BACKEND_KINDS = [
 async def make_backend(kind: str, request: pytest.FixtureRequest, clock: FakeClock, **options: object) -> CacheBackend:
     if kind == "memory":
         return MemoryBackend(clock=clock, **options)  # type: ignore[arg-type]
-    options = {**PATIENT, **options}
+    options = {**PATIENT, "key_prefix": unique_prefix(), **options}
     if kind == "redis":
         from intelligent_cache.backends.redis import RedisBackend
 
         server: RedisServer = request.getfixturevalue("redis_server")
-        return RedisBackend(server.url, key_prefix=unique_prefix(), **options)  # type: ignore[arg-type]
+        return RedisBackend(server.url, **options)  # type: ignore[arg-type]
     from intelligent_cache.backends.redis import RedisClusterBackend
 
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-    return RedisClusterBackend(startup_nodes=cluster.startup_nodes, key_prefix=unique_prefix(), **options)  # type: ignore[arg-type]
+    return RedisClusterBackend(startup_nodes=cluster.startup_nodes, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=BACKEND_KINDS)

@@ -306,6 +306,9 @@ def test_dashboard_end_to_end(live_server: str, http: httpx.Client, driver, tmp_
     assert driver.execute_script("return document.getElementById('last-error').hidden") is True
     by_testid(driver, "auto-refresh").click()  # live again: the page polls /stats every 2 s
     wait_for(driver, lambda: text_by_testid(driver, "health-status") == "healthy", "health")
+    # The key list refreshes while live: the HIT above shows in the entry's hit count.
+    hits = 'tr[data-key="GET:spaces:1"] [data-testid="key-hits"]'
+    wait_for(driver, lambda: text(driver, hits) == "1", "per-key hits")
     assert text_by_testid(driver, "backend-name") == "memory"
     assert text_by_testid(driver, "breaker-state") == "n/a"
     wait_for(driver, lambda: text_by_testid(driver, "kpi-misses-value") == "36", "misses card")

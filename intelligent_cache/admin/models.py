@@ -67,6 +67,7 @@ class KeyItem(_Closed):
     state: EntryState | None = Field(default=None, description="null for other kinds than response")
     expires_in: float | None = Field(default=None, description="seconds of freshness left (0 unless fresh)")
     size: int | None = Field(default=None, description="bytes: the body of a response, the stored value otherwise")
+    hits: int | None = Field(default=None, description="answers served from a response's entry while its key is kept")
 
 
 class KeysPage(_Closed):
@@ -86,6 +87,7 @@ class ResponseEntry(_Closed):
     path: str
     status: int
     size: int = Field(description="bytes of the body")
+    hits: int = Field(description="answers served from this entry (HIT or STALE) while its key is kept")
     stored_at: float = Field(description="seconds since the epoch")
     age: float
     ttl: float

@@ -223,7 +223,10 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
           (never served again) or ``stale`` (invalidated, but ``soft_purge``
           keeps it as a stale fallback); ``null`` for other kinds;
         - ``expires_in``: seconds of freshness left, 0 unless ``fresh``;
-        - ``size``: bytes of a response's body, or of the stored value for other kinds.
+        - ``size``: bytes of a response's body, or of the stored value for other kinds;
+        - ``hits``: answers served from a response's entry (HIT or STALE) while its key is
+          kept, counted by every process sharing the backend (flushed each
+          ``stats_flush_interval``; this process's count is current).
 
         Keys that vanished between listing and reading are left out.
 
@@ -245,6 +248,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             found = await _summarize(manager.backend, [item["key"] for item in keys])
             responses = {key: value for key, value in found.items() if isinstance(value, _Summary)}
             validity = dict(zip(responses, await _validity(manager.backend, list(responses.values())), strict=True))
+            hits = dict(zip(responses, await manager.key_hits(list(responses)), strict=True))
         except Exception as exc:
             raise _backend_failure(exc) from exc
         now = manager.clock()
@@ -256,6 +260,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             if isinstance(value, _Summary):
                 item.update(kind="response", **value.describe(validity[item["key"]], now, manager.soft_purge))
                 item["size"] = value.size
+                item["hits"] = hits[item["key"]]
             else:
                 item.update(kind=value[0], valid=None, state=None, expires_in=None, size=value[1])
             described.append(item)
@@ -285,7 +290,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
     async def get_key(key: KeyPath) -> dict[str, Any]:
         """Metadata of one entry (no body).
 
-        For a response: route, path, status, size, stored_at, age, ttl, tags,
+        For a response: route, path, status, size, hits, stored_at, age, ttl, tags,
         headers, and ``valid``, ``state`` and ``expires_in`` as ``GET /keys?with_state=true``
         gives them (an invalidated entry is never ``fresh``, its ``expires_in`` is 0).
         """
@@ -298,6 +303,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
         summary = _Summary.of(entry)
         try:
             (valid,) = await _validity(manager.backend, [summary])
+            (hits,) = await manager.key_hits([key])
         except Exception as exc:
             raise _backend_failure(exc) from exc
         now = manager.clock()
@@ -308,6 +314,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             "path": entry.path,
             "status": entry.status,
             "size": len(entry.body),
+            "hits": hits,
             "stored_at": entry.stored_at,
             "age": round(entry.age(now), 3),
             "ttl": entry.ttl,

@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError("RedisBackend needs redis-py: pip install 'fastapi-intelligent-cache[redis]'") from exc
 
 from ..exceptions import BackendUnavailable, ConfigurationError
-from ..keys import NAMESPACE_PREFIXES, SECRET_KEY, STATS_KEY
+from ..keys import NAMESPACE_PREFIXES, SECRET_KEY, STATS_KEY, hits_name, is_internal
 from .base import CacheBackend, new_generation
 from .breaker import CircuitBreaker
 
@@ -433,6 +433,44 @@ class RedisBase(CacheBackend):
             await self._client.hset(name, mapping={field: deltas[field] for field in garbage})
 
         await self._guard(run)
+
+    async def add_key_hits(self, hits: Mapping[str, int]) -> None:
+        # Each count expires when its entry does (PEXPIRETIME: the same instant), never later.
+        keys = [key for key in hits if not is_internal(key)]
+        if not keys:
+            return
+
+        async def run() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.pexpiretime(self._physical(key))
+                deadlines = await pipe.execute()
+            kept = [(key, at) for key, at in zip(keys, deadlines, strict=True) if isinstance(at, int) and at > 0]
+            if not kept:
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, at in kept:
+                    pipe.incrby(self._physical(hits_name(key)), hits[key])
+                    pipe.pexpireat(self._physical(hits_name(key)), at)
+                results = await pipe.execute(raise_on_error=False)
+            failed = [
+                (key, at, result)
+                for (key, at), result in zip(kept, results[::2], strict=True)
+                if isinstance(result, Exception)
+            ]
+            if any(not (_garbage_field(error) or "WRONGTYPE" in str(error)) for _, _, error in failed):
+                raise next(error for _, _, error in failed)  # OOM, or anything else: fail (and count) the flush
+            for key, at, _ in failed:  # garbage under a count would fail every flush: start it again
+                name = self._physical(hits_name(key))
+                await self._client.set(name, hits[key], pxat=at)
+
+        await self._guard(run)
+
+    async def read_key_hits(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        values = await self._guard(lambda: self._mget([self._physical(hits_name(key)) for key in keys]))
+        return [max(0, _generation(value) or 0) for value in values]
 
     async def read_counters(self) -> dict[str, int] | None:
         try:

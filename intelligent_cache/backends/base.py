@@ -135,6 +135,17 @@ class CacheBackend(abc.ABC):
         The default keeps nothing: a per-process backend has per-process stats.
         """
 
+    async def add_key_hits(self, hits: Mapping[str, int]) -> None:  # noqa: B027 - optional: no per-key hits
+        """Add answers served from entries, by key, to what the backend keeps beside them.
+
+        A count lives as long as its entry does (a backend may let it lapse
+        sooner); the default keeps none, and :meth:`read_key_hits` says 0.
+        """
+
+    async def read_key_hits(self, keys: Sequence[str]) -> list[int]:
+        """The hits kept for each of ``keys`` (0 for a key with none)."""
+        return [0] * len(keys)
+
     async def read_counters(self) -> dict[str, int] | None:
         """The shared statistics counters, or ``None`` if this backend shares none."""
         return None

@@ -2,7 +2,7 @@
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..exceptions import ConfigurationError
 from ..globs import compile_glob
@@ -52,8 +52,10 @@ class MemoryBackend(CacheBackend):
         self._sequence: dict[str, int] = {}
         self._next_sequence = 1
         self._data: BoundedLRU[str, tuple[bytes, float]] = BoundedLRU(
-            max_items=max_entries, max_bytes=max_bytes, on_evict=self._sequence.pop
+            max_items=max_entries, max_bytes=max_bytes, on_evict=self._forget
         )
+        # Answers served from each kept key (see add_key_hits): gone with the key.
+        self._hits: dict[str, int] = {}
         # Counters live apart from entries, in an LRU of their own. Losing one is
         # safe (a missing counter reads as a miss), so a bound is enough: as many
         # counters as entries, and at most an eighth of max_bytes for them.
@@ -83,16 +85,23 @@ class MemoryBackend(CacheBackend):
         return value
 
     def _remove(self, key: str) -> bool:
-        self._sequence.pop(key, None)
+        self._forget(key)
         return self._data.pop(key) is not None
+
+    def _forget(self, key: str) -> None:
+        self._sequence.pop(key, None)
+        self._hits.pop(key, None)
 
     async def get(self, key: str) -> bytes | None:
         return self._lookup(key)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
+        hits = self._hits.get(key)
         self._remove(key)
         if ttl <= 0 or not self._data.put(key, (value, self._clock() + ttl), self._cost(key, value)):
             return
+        if hits is not None:
+            self._hits[key] = hits  # a key stored again keeps its count
         self._sequence[key] = self._next_sequence
         self._next_sequence += 1
 
@@ -123,6 +132,14 @@ class MemoryBackend(CacheBackend):
         # A plain read: it neither creates counters nor refreshes their LRU position.
         return [self._generations.get(name) for name in generation_keys]
 
+    async def add_key_hits(self, hits: Mapping[str, int]) -> None:
+        for key, amount in hits.items():
+            if key in self._data:
+                self._hits[key] = self._hits.get(key, 0) + amount
+
+    async def read_key_hits(self, keys: Sequence[str]) -> list[int]:
+        return [self._hits.get(key, 0) for key in keys]
+
     async def scan(
         self, pattern: str = "*", cursor: int = 0, count: int = 100
     ) -> tuple[int, list[tuple[str, float | None]]]:
@@ -147,6 +164,7 @@ class MemoryBackend(CacheBackend):
             count = sum(1 for key in self._data if not is_internal(key))
             self._data.clear()
             self._sequence.clear()
+            self._hits.clear()
             self._generations.clear()
             return count
         regex = compile_glob(pattern)
