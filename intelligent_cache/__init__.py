@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .backends.redis import RedisBackend
     from .backends.redis_cluster import RedisClusterBackend
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "BackendError",

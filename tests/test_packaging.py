@@ -49,6 +49,27 @@ def test_the_metadata_uses_an_spdx_expression_and_names_the_supported_pythons(sd
     assert "License ::" not in metadata  # license classifiers are deprecated
     assert "Classifier: Programming Language :: Python :: 3.13" in metadata
     assert "Author: intelligent-cache maintainers" in metadata
+    assert "Project-URL: Documentation, https://pypi.org/project/fastapi-intelligent-cache/" in metadata
+    assert "Project-URL: Changelog, https://pypi.org/project/fastapi-intelligent-cache/#changelog" in metadata
+
+
+def test_the_long_description_carries_the_changelog_and_is_valid_rst(sdist: Path) -> None:
+    # PyPI renders the README followed by the changelog: the Changelog URL points at its section.
+    import docutils.core
+    import docutils.utils
+
+    from intelligent_cache import __version__
+
+    description = (sdist / "PKG-INFO").read_text().split("\n\n", 1)[1]
+    assert "\nChangelog\n" in description
+    assert f"\n{__version__} (" in description  # the released version has its dated entry
+    document = docutils.core.publish_doctree(
+        description, settings_overrides={"report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5}
+    )
+    # Sections named alike in both ("Safety"...) are INFO-level notes, not problems.
+    problems = [node.astext() for node in document.findall(docutils.nodes.system_message) if node["level"] >= 2]
+    assert problems == []
+    assert "changelog" in {name for node in document.findall(docutils.nodes.section) for name in node["ids"]}
 
 
 def test_the_sdist_runs_its_own_tests(sdist: Path) -> None:
