@@ -76,7 +76,7 @@ typecheck: $(BIN)/.installed ## mypy --strict on the package
 
 $(PEERS_VENV)/bin/.installed:
 	$(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/python -m pip install --quiet 'fastapi-intelligent-cache==0.1.5' 'fastapi-cache2==0.2.2' \
+	$(PEERS_VENV)/bin/python -m pip install --quiet 'fastapi-intelligent-cache==0.1.5' 'fastapi-cache2==0.2.2' 'cashews==7.4.1' \
 		jinja2 uvicorn uvloop httptools redis
 	touch $@
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 URL_PATH = "/items?page=1&limit=20"
+CASHEWS = "7.4.1"  # the peers venv's version (Makefile)
+PEER_NAMES = ("fastapi-intelligent-cache 0.1.5", "fastapi-cache2", "cashews")
 
 
 @dataclass
@@ -179,10 +181,17 @@ def variants(peers_python: str | None, redis_url: str | None, cluster_nodes: str
         Variant("FastAPI floor (constant Response)", "bench.apps.floor:app", python),
         Variant("FastAPI uncached endpoint", "bench.apps.uncached:app", python),
         Variant("ours HIT, memory", "bench.apps.ours:app", python, {"IC_BACKEND": "memory"}),
+        Variant("ours edge HIT, memory", "bench.apps.ours:app", python, {"IC_BACKEND": "memory", "IC_EDGE": "1"}),
     ]
     if redis_url:
-        for name, kind in (("ours HIT, Redis", "redis"), ("ours HIT, Redis + near cache", "redis-near")):
-            found.append(Variant(name, "bench.apps.ours:app", python, {"IC_BACKEND": kind, "IC_REDIS_URL": redis_url}))
+        for name, kind, edge in (
+            ("ours HIT, Redis", "redis", "0"),
+            ("ours HIT, Redis + near cache", "redis-near", "0"),
+            ("ours edge HIT, Redis", "redis", "1"),
+            ("ours edge HIT, Redis + near cache", "redis-near", "1"),
+        ):
+            env = {"IC_BACKEND": kind, "IC_REDIS_URL": redis_url, "IC_EDGE": edge}
+            found.append(Variant(name, "bench.apps.ours:app", python, env))
     if cluster_nodes:
         found.append(
             Variant(
@@ -195,26 +204,28 @@ def variants(peers_python: str | None, redis_url: str | None, cluster_nodes: str
     if peers_python:
         found.append(Variant("fastapi-intelligent-cache 0.1.5, memory", "bench.apps.peer_fic:app", peers_python))
         found.append(Variant("fastapi-cache2 0.2.2, memory", "bench.apps.peer_fc2:app", peers_python))
+        found.append(Variant(f"cashews {CASHEWS}, memory", "bench.apps.peer_cashews:app", peers_python))
         if redis_url:
             env = {"PEER_BACKEND": "redis", "IC_REDIS_URL": redis_url}
             found.append(
                 Variant("fastapi-intelligent-cache 0.1.5, Redis", "bench.apps.peer_fic:app", peers_python, env)
             )
             found.append(Variant("fastapi-cache2 0.2.2, Redis", "bench.apps.peer_fc2:app", peers_python, env))
+            found.append(Variant(f"cashews {CASHEWS}, Redis", "bench.apps.peer_cashews:app", peers_python, env))
     return found
 
 
 def report(results: list[Result]) -> str:
     by_name = {result.name: result for result in results}
     floor = by_name["FastAPI floor (constant Response)"].rps
-    peers = [result for result in results if "0.1.5" in result.name or "fastapi-cache2" in result.name]
+    peers = [result for result in results if result.name.startswith(PEER_NAMES)]
     lines = [f"{'variant':42} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'x-cache':>7} {'vs floor':>8}"]
     for result in results:
         lines.append(
             f"{result.name:42} {result.rps:8.0f} {result.p50_ms:7.2f} {result.p99_ms:7.2f} {result.x_cache:>7} "
             f"{result.rps / floor:7.2f}x"
         )
-    ours = [result for result in results if result.name.startswith("ours")]
+    ours = [result for result in results if result.name.startswith("ours") and "edge" not in result.name]
     if peers and ours:
         lines.append("")
         lines.append("ours vs peers (same backend kind):")

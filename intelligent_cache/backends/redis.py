@@ -34,6 +34,11 @@ from ._redis_common import (
 )
 from .breaker import CircuitBreaker
 from .near import DIRECT, NearCache
+
+try:
+    from .lookups import LookupConnection
+except ImportError:  # hiredis missing (it comes with the redis extra): lookups use redis-py's pool
+    LookupConnection = None  # type: ignore[assignment,misc]
 from .redis_cluster import RedisClusterBackend
 
 __all__ = ["CircuitBreaker", "NearCache", "RedisBackend", "RedisClusterBackend"]
@@ -108,11 +113,34 @@ class RedisBackend(RedisBase):
         self._channel = key_prefix + INVALIDATION_CHANNEL
         self._owns_client = client is None
         self._sentinel: Sentinel | None = None
+        self._lookups: LookupConnection | None = None
         if client is not None:
             self._client = client
             return
         self._settings = (url, db, password, max_connections, socket_timeout, socket_connect_timeout)
         self._client = self._connect(*self._settings)
+        self._lookups = self._lookup_connection(self._client.connection_pool)
+
+    def _lookup_connection(self, pool: Any) -> "LookupConnection | None":
+        """The auto-pipelined lookup connection (see :mod:`.lookups`), for plain TCP and Unix sockets.
+
+        TLS, Sentinel and a client of your own look up through redis-py's pool.
+        """
+        if LookupConnection is None or self._sentinel is not None:
+            return None
+        kwargs = pool.connection_kwargs
+        common = {
+            "db": int(kwargs.get("db") or 0),
+            "username": kwargs.get("username"),
+            "password": kwargs.get("password"),
+            "socket_timeout": self._settings[4],
+            "socket_connect_timeout": self._settings[5],
+        }
+        if pool.connection_class is aioredis.Connection:
+            return LookupConnection(host=kwargs.get("host", "localhost"), port=int(kwargs.get("port", 6379)), **common)
+        if pool.connection_class is aioredis.UnixDomainSocketConnection:
+            return LookupConnection(path=kwargs["path"], **common)
+        return None
 
     def _connect(
         self,
@@ -148,6 +176,10 @@ class RedisBackend(RedisBase):
         return self._connect(*self._settings) if self._owns_client else None
 
     async def _disconnect(self, client: Any) -> None:
+        if self.near is not None:  # its subscription first: it reads on one of the client's connections
+            await self.near.aclose()
+        if self._lookups is not None:
+            self._lookups.close()
         await client.aclose()
         pool = client.connection_pool
         if pool is not None:
@@ -224,8 +256,11 @@ class RedisBackend(RedisBase):
         return self._sentinel.master_for(service, db=db or 0, max_connections=max_connections)
 
     async def _mget(self, names: list[str]) -> list[Any]:
-        # The lookup of every request: one MGET on a pooled connection, without
+        # The lookup of every request: one MGET, auto-pipelined with the other
+        # lookups of this loop iteration; over TLS on a pooled connection, without
         # the client's per-command machinery (retries are the breaker's job).
+        if self._lookups is not None:
+            return await self._lookups.mget(names)
         pool = self._client.connection_pool
         if self._owns_client and self._sentinel is None:
             for attempt in (1, 2):
@@ -291,8 +326,8 @@ class RedisBackend(RedisBase):
         raise :class:`BackendUnavailable` rather than open connections nobody
         would close, until :meth:`reopen` (the app starting again) allows them.
         """
-        if self.near is not None:
-            await self.near.aclose()
         await self._stop_calls()
         if self._owns_client:
             await self._disconnect(self._client)
+        elif self.near is not None:
+            await self.near.aclose()
