@@ -163,6 +163,8 @@ def run_variant(variant: Variant, seconds: float, connections: int) -> Result:
         if status != 200:
             raise RuntimeError(f"{variant.name}: status {status}")
         _, headers = _get(port, URL_PATH)
+        if variant.name.startswith("ours") and headers.get("x-cache") != "HIT":  # never a number for a non-HIT
+            raise RuntimeError(f"{variant.name}: not a HIT: {headers.get('cache-status')}")
         _load(port, min(2.0, seconds), connections)  # warm up
         rps, p50, p99 = _load(port, seconds, connections)
         return Result(variant.name, rps, p50, p99, headers.get("x-cache", "-"))

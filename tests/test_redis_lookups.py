@@ -208,3 +208,50 @@ async def test_two_backends_on_one_server_never_see_each_others_entries(server: 
     finally:
         await one.aclose()
         await two.aclose()
+
+
+def test_on_uvloop_the_loop_uvicorn_picks_when_installed(server: RedisServer) -> None:
+    # uvloop's transports are no asyncio.Transport subclass: the lookups must work on them too.
+    import uvloop
+
+    async def scenario() -> None:
+        backend = RedisBackend(server.url, key_prefix=unique_prefix(), **PATIENT)
+        try:
+            await backend.set("GET:a", b"alpha", 60)
+            await backend.set("GET:b", b"beta", 60)
+            tasks = [asyncio.create_task(backend.fetch(key, ["~g:s:x"])) for key in ("GET:a", "GET:b") * 100]
+            await asyncio.sleep(0)
+            for task in tasks[::4]:
+                task.cancel()
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            for i, result in enumerate(done):
+                if i % 4:
+                    assert not isinstance(result, BaseException), result
+                    assert result[0] == (b"alpha" if i % 2 == 0 else b"beta")
+            assert backend.breaker.state == "closed"
+        finally:
+            await backend.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+async def test_a_stampede_on_a_cold_key_creates_its_counters_once(server: RedisServer, monkeypatch) -> None:
+    # All lookups of a burst are answered together, every one finding the counters missing:
+    # they share one creation (else the last ones would finish after the computation and redo it).
+    backend = RedisBackend(server.url, key_prefix=unique_prefix(), **PATIENT)
+    created = []
+    original = backend._create_generations
+
+    async def counted(names):
+        created.append(names)
+        return await original(names)
+
+    monkeypatch.setattr(backend, "_create_generations", counted)
+    try:
+        found = await asyncio.gather(*(backend.fetch("GET:cold", ["~g:s:cold", "~g:n:cold"]) for _ in range(500)))
+        assert len(created) == 1
+        assert len({tuple(generations) for _, generations in found}) == 1  # one snapshot for all
+        assert backend._creating == {}
+    finally:
+        await backend.aclose()

@@ -12,18 +12,18 @@ from intelligent_cache import CacheBackend, CacheManager, MemoryBackend, cache_c
 from .common import Item, Limit, Page, make_items
 
 
-def _backend() -> CacheBackend:
+def _backend(namespace: str) -> CacheBackend:
     kind = os.environ.get("IC_BACKEND", "memory")
     if kind in ("redis", "redis-near"):
         from intelligent_cache.backends import NearCache, RedisBackend
 
         near = NearCache() if kind == "redis-near" else None
-        return RedisBackend(os.environ["IC_REDIS_URL"], key_prefix=f"bench-{kind}:", near_cache=near)
+        return RedisBackend(os.environ["IC_REDIS_URL"], key_prefix=f"bench-{kind}{namespace}:", near_cache=near)
     if kind == "cluster":
         from intelligent_cache.backends.redis import RedisClusterBackend
 
         nodes = [(host, int(port)) for host, port in (n.split(":") for n in os.environ["IC_CLUSTER_NODES"].split(","))]
-        return RedisClusterBackend(startup_nodes=nodes, key_prefix="bench:")
+        return RedisClusterBackend(startup_nodes=nodes, key_prefix=f"bench{namespace}:")
     return MemoryBackend()
 
 
@@ -36,7 +36,10 @@ def create_app(*, cached: bool = True, edge: bool | None = None) -> FastAPI:
     if edge is None:
         edge = os.environ.get("IC_EDGE") == "1"
     if cached:
-        CacheManager(_backend(), default_ttl=3600, max_response_size=10 * 1024 * 1024, edge=edge).init_app(app)
+        # A namespace per variant: entries answer only the Host (port included) they were stored
+        # for, and each variant the bench starts listens on a port of its own.
+        namespace = "-edge" if edge else ""
+        CacheManager(_backend(namespace), default_ttl=3600, max_response_size=10 * 1024 * 1024, edge=edge).init_app(app)
 
     @app.get("/items", response_model=list[Item])
     @cache_config(ttl_seconds=3600)

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from .common import Item, Limit, Page, make_items
 
 if os.environ.get("PEER_BACKEND") == "redis":
-    cache.setup(os.environ["IC_REDIS_URL"], prefix="bench-cashews")
+    cache.setup(os.environ["IC_REDIS_URL"])
 else:
     cache.setup("mem://")
 

@@ -159,6 +159,7 @@ class RedisBase(CacheBackend):
         # The event loop the client's connections belong to (see _follow_loop).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_watch: asyncio.Task[None] | None = None
+        self._creating: dict[tuple[str, ...], asyncio.Future[list[int]]] = {}  # see _created
         self._watched = False  # whether _follow_loop has seen this loop since the last start or close
         self._warned_foreign_loop = False
 
@@ -326,7 +327,7 @@ class RedisBase(CacheBackend):
         generations = [_generation(value) for value in values[1:]]
         missing = [index for index, value in enumerate(generations) if value is None]
         if missing:
-            created = await self._guard(lambda: self._create_generations([names[i + 1] for i in missing]))
+            created = await self._created([names[i + 1] for i in missing])
             for index, value in zip(missing, created, strict=True):
                 generations[index] = value
         return raw, [g for g in generations if g is not None]
@@ -337,6 +338,27 @@ class RedisBase(CacheBackend):
         names = [self._physical(name) for name in generation_keys]
         values = await self._guard(lambda: self._mget(names))
         return [_generation(value) for value in values]
+
+    async def _created(self, names: list[str]) -> list[int]:
+        """The values of new counters ``names``: created once for every lookup of this process asking at once.
+
+        A cold key under a stampede finds its counters missing in every lookup at
+        once (they are answered together, auto-pipelined); creating them one
+        request at a time through the pool would let the last ones through after
+        the first computation ended, and compute again.
+        """
+        wanted = tuple(names)
+        creating = self._creating.get(wanted)
+        if creating is None:
+            creating = asyncio.ensure_future(self._guard(lambda: self._create_generations(names)))
+            self._creating[wanted] = creating
+            creating.add_done_callback(lambda done: self._created_done(wanted, done))
+        return list(await asyncio.shield(creating))
+
+    def _created_done(self, wanted: tuple[str, ...], done: "asyncio.Future[list[int]]") -> None:
+        self._creating.pop(wanted, None)
+        if not done.cancelled():
+            done.exception()  # seen here: every waiter may have been cancelled meanwhile
 
     async def _create_generations(self, names: list[str]) -> list[int]:
         # SET NX GET: create the counter only if still absent and learn the value

@@ -20,7 +20,7 @@ an error reply raises ``ResponseError`` for that lookup only.
 import asyncio
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -58,8 +58,8 @@ class _Link(asyncio.Protocol):
         return self.transport is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # asyncio's or uvloop's (which is no subclass of asyncio.Transport): both write and abort.
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, command: bytes) -> "asyncio.Future[Any]":
         waiter = self.loop.create_future()
