@@ -205,11 +205,18 @@ def commands_processed(client: Any) -> int:
 
 
 class CountingPipelines:
-    """Counts ``pipeline().execute()`` calls (one round trip each) of a redis.asyncio client."""
+    """Counts the round trips of a redis.asyncio client: single commands and ``pipeline().execute()`` calls."""
 
     def __init__(self, client: Any) -> None:
         self.round_trips = 0
         original = client.pipeline
+        command = client.execute_command
+
+        async def counted_command(*args: Any, **kwargs: Any) -> Any:
+            self.round_trips += 1
+            return await command(*args, **kwargs)
+
+        client.execute_command = counted_command
 
         def pipeline(*args: Any, **kwargs: Any) -> Any:
             pipe = original(*args, **kwargs)
