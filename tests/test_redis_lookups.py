@@ -255,3 +255,41 @@ async def test_a_stampede_on_a_cold_key_creates_its_counters_once(server: RedisS
         assert backend._creating == {}
     finally:
         await backend.aclose()
+
+
+@pytest.mark.cluster
+async def test_cluster_lookups_go_to_each_slots_primary(redis_cluster) -> None:
+    from intelligent_cache import RedisClusterBackend
+
+    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix(), **PATIENT)
+    try:
+        paths = [f"GET:space{i}:items" for i in range(60)]  # first segments spread over the slots
+        for path in paths:
+            await backend.set(path, path.encode(), 60)
+        found = await asyncio.gather(*(backend.fetch(path, [f"~g:s:space{i}"]) for i, path in enumerate(paths)))
+        assert [raw for raw, _ in found] == [path.encode() for path in paths]
+        assert len(backend._lookups) == 3  # one lookup connection per primary
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_stale_slot_map_is_redirected_through_redis_py(redis_cluster, monkeypatch) -> None:
+    # After a failover or a resharding, a primary answers MOVED: the lookup is made again
+    # through redis-py's client, which follows the redirection and refreshes the map.
+    from intelligent_cache import RedisClusterBackend
+
+    backend = RedisClusterBackend(startup_nodes=redis_cluster.startup_nodes, key_prefix=unique_prefix(), **PATIENT)
+    try:
+        await backend.set("GET:moved:items", b"entry", 60)
+        manager = backend._client.nodes_manager
+        owner = manager.get_node_from_slot(backend._client.keyslot(backend._physical("GET:moved:items")))
+        wrong = next(node for node in backend._client.get_primaries() if node.name != owner.name)
+        elsewhere = LookupConnection(host=wrong.host, port=wrong.port, socket_timeout=5.0)
+        monkeypatch.setattr(backend, "_lookups_of", lambda slot: elsewhere)  # the map as it was before a move
+        raw, _ = await backend.fetch("GET:moved:items", [])
+        assert raw == b"entry"
+        assert backend.breaker.state == "closed" and not backend.breaker.failures
+        elsewhere.close()
+    finally:
+        await backend.aclose()

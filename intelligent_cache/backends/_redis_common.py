@@ -49,6 +49,11 @@ from ..keys import NAMESPACE_PREFIXES, SECRET_KEY, STATS_KEY, hits_name, is_inte
 from .base import CacheBackend, new_generation
 from .breaker import CircuitBreaker
 
+try:
+    from .lookups import LookupConnection
+except ImportError:  # hiredis missing (it comes with the redis extra): lookups use redis-py's pool
+    LookupConnection = None  # type: ignore[assignment,misc]
+
 logger = logging.getLogger("intelligent_cache")
 
 _CLOSED_BY_ACLOSE = "closed by aclose"
@@ -56,6 +61,7 @@ _CLOSED_BY_ACLOSE = "closed by aclose"
 __all__ = [
     "AsyncRedisCluster",
     "ClusterNode",
+    "LookupConnection",
     "NoBackoff",
     "RedisConnectionError",
     "ResponseError",

@@ -24,6 +24,7 @@ from ..exceptions import ConfigurationError
 from ..keys import INVALIDATION_CHANNEL, is_internal
 from ._redis_common import (
     BATCH,
+    LookupConnection,
     NoBackoff,
     RedisBase,
     RedisConnectionError,
@@ -34,11 +35,6 @@ from ._redis_common import (
 )
 from .breaker import CircuitBreaker
 from .near import DIRECT, NearCache
-
-try:
-    from .lookups import LookupConnection
-except ImportError:  # hiredis missing (it comes with the redis extra): lookups use redis-py's pool
-    LookupConnection = None  # type: ignore[assignment,misc]
 from .redis_cluster import RedisClusterBackend
 
 __all__ = ["CircuitBreaker", "NearCache", "RedisBackend", "RedisClusterBackend"]

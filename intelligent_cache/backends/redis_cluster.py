@@ -12,8 +12,11 @@ from ._redis_common import (
     BATCH,
     AsyncRedisCluster,
     ClusterNode,
+    LookupConnection,
     NoBackoff,
     RedisBase,
+    RedisConnectionError,
+    ResponseError,
     Retry,
     node_cursor,
 )
@@ -21,6 +24,9 @@ from ._redis_common import (
 __all__ = ["RedisClusterBackend"]
 
 T = TypeVar("T")
+
+# Replies that mean the slot is served elsewhere, or not yet: redis-py's client handles them.
+_REDIRECTED = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN")
 
 
 class RedisClusterBackend(RedisBase):
@@ -68,6 +74,9 @@ class RedisClusterBackend(RedisBase):
         if "{" in key_prefix or "}" in key_prefix:
             raise ConfigurationError("a cluster key_prefix cannot contain '{' or '}': they pick the hash slot")
         self._owns_client = client is None
+        # Auto-pipelined lookups (see .lookups), one connection per primary and event loop.
+        self._lookups: dict[tuple[str, int], LookupConnection] = {}
+        self._timeouts = (socket_timeout, socket_connect_timeout)
         self._initialized = False
         self._initializing = asyncio.Lock()
         if client is not None:
@@ -132,9 +141,46 @@ class RedisClusterBackend(RedisBase):
 
     async def _mget(self, names: list[str]) -> list[Any]:
         slots = {self._client.keyslot(name) for name in names}
-        if len(slots) == 1:
-            return list(await self._client.mget(names))
-        return list(await self._client.mget_nonatomic(names))
+        if len(slots) != 1:
+            return list(await self._client.mget_nonatomic(names))
+        lookups = self._lookups_of(slots.pop())
+        if lookups is not None:
+            try:
+                return await lookups.mget(names)
+            except ResponseError as exc:
+                if not str(exc).startswith(_REDIRECTED):
+                    raise
+            except RedisConnectionError:
+                pass  # the primary may be gone: redis-py's client finds the slot's new owner
+        # Through redis-py, which follows MOVED and ASK and refreshes the slot map
+        # that the next lookup reads.
+        return list(await self._client.mget(names))
+
+    def _lookups_of(self, slot: int) -> "LookupConnection | None":
+        """The lookup connection of the primary serving ``slot`` (per redis-py's slot map)."""
+        if LookupConnection is None or not self._owns_client:
+            return None
+        try:
+            node = self._client.nodes_manager.get_node_from_slot(slot)
+        except Exception:  # no owner known (yet): redis-py's client will say why
+            return None
+        found = self._lookups.get((node.host, node.port))
+        if found is None:
+            options = node.connection_kwargs
+            found = self._lookups[node.host, node.port] = LookupConnection(
+                host=node.host,
+                port=node.port,
+                username=options.get("username"),
+                password=options.get("password"),
+                socket_timeout=self._timeouts[0],
+                socket_connect_timeout=self._timeouts[1],
+            )
+        return found
+
+    async def _disconnect(self, client: Any) -> None:
+        for lookups in self._lookups.values():
+            lookups.close()
+        await client.aclose()
 
     def _primaries(self) -> list[Any]:
         return sorted(self._client.get_primaries(), key=lambda node: (node.host, node.port))
@@ -197,5 +243,5 @@ class RedisClusterBackend(RedisBase):
         """
         await self._stop_calls()
         if self._owns_client:
-            await self._client.aclose()
+            await self._disconnect(self._client)
         self._initialized = False
