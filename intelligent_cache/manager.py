@@ -16,7 +16,7 @@ from .backends.base import CacheBackend
 from .backends.failopen import FailOpenBackend
 from .backends.memory import MemoryBackend
 from .config import Seconds, as_seconds
-from .edge import EdgeLayer
+from .edge import EdgeLayer, install
 from .entry import CachedResponse
 from .exceptions import ConfigurationError, NoCacheManager
 from .flights import FlightGroup
@@ -164,7 +164,7 @@ class CacheManager(AttachedCache):
         self.cache_control = bool(cache_control)
         self.key_by_host = bool(key_by_host)
         self.edge_enabled = bool(edge)
-        self.edge: EdgeLayer | None = None  # the app's outermost layer once init_app ran, with edge=True
+        self.edge: EdgeLayer | None = None  # what answers in front of the app once init_app ran, with edge=True
         self.honor_request_no_cache = bool(honor_request_no_cache)
         self.soft_purge = bool(soft_purge)
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
@@ -203,21 +203,12 @@ class CacheManager(AttachedCache):
         setattr(app.state, STATE_ATTRIBUTE, self)
         app.router.route_class = CachedRoute
         if self.edge_enabled:
-            self._wrap_middleware_stack(app)
+            self.edge = EdgeLayer(self)
+            install(app, self.edge)
         self._wrap_lifespan(app)
         if self.include_admin_routes:
             app.include_router(admin_router(self), prefix=self.admin.prefix)
         return self
-
-    def _wrap_middleware_stack(self, app: FastAPI) -> None:
-        """Make the edge layer the app's outermost one (Starlette builds the stack on first call)."""
-        build = app.build_middleware_stack
-
-        def build_with_edge() -> Any:
-            self.edge = EdgeLayer(build(), self)
-            return self.edge
-
-        app.build_middleware_stack = build_with_edge  # type: ignore[method-assign]
 
     def _wrap_lifespan(self, app: FastAPI) -> None:
         original = app.router.lifespan_context

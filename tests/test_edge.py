@@ -142,3 +142,43 @@ async def test_the_session_middleware_still_sees_requests_with_its_cookie() -> N
         await client.get("/session")
         await client.get("/session", headers={"Cookie": "session=whatever"})
     assert seen["middleware"] == 2
+
+
+async def test_the_edge_answers_before_fastapi_itself_and_the_app_stays_what_it_was() -> None:
+    app, _ = build(edge=True)
+    assert isinstance(app, FastAPI) and type(app).__name__ == "FastAPI"
+    entered = []
+    original = FastAPI.__call__
+
+    async def spy(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        entered.append(scope["path"])
+        await original(self, scope, receive, send)
+
+    FastAPI.__call__ = spy  # type: ignore[method-assign]
+    try:
+        async with client_for(app) as client:
+            await client.get("/items/1")
+            assert (await client.get("/items/1")).headers["x-cache"] == "HIT"
+            assert (await client.get("/items/2")).headers["x-cache"] == "MISS"
+    finally:
+        FastAPI.__call__ = original  # type: ignore[method-assign]
+    assert entered == ["/items/1", "/items/2"]  # the HIT never reached FastAPI's __call__
+    other = FastAPI()  # other apps of the class are untouched
+    assert type(other) is FastAPI
+
+
+async def test_an_app_with_a_root_path_is_never_answered_at_the_edge() -> None:
+    app, seen = build(edge=True)
+    app.root_path = "/api"
+    async with client_for(app) as client:
+        for _ in range(3):
+            answer = await client.get("/items/1")
+    assert answer.status_code == 200 and seen["middleware"] == 3
+
+
+async def test_init_app_twice_with_edge_keeps_one_layer() -> None:
+    app = FastAPI()
+    manager = CacheManager(MemoryBackend(), edge=True)
+    manager.init_app(app)
+    manager.init_app(app)
+    assert type(app).__mro__[1] is FastAPI
