@@ -67,6 +67,7 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
+from operator import itemgetter
 from urllib.parse import parse_qsl
 
 from .exceptions import ConfigurationError
@@ -143,6 +144,7 @@ _SECRET_WORDS = (
 _SECRET_WORD = re.compile("|".join(map(re.escape, _SECRET_WORDS)))
 
 Encoder = Callable[[str, str], str]
+_name_of = itemgetter(0)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -196,6 +198,13 @@ def _vary_label(label: str) -> str:
 
 def _value_encoder(secret: bytes | None, sensitive: Collection[str]) -> Encoder:
     """``encode(name, value)``: the key part of a value, a keyed digest when ``name`` is sensitive."""
+    try:
+        return _memoized_encoder(secret, sensitive)  # type: ignore[arg-type]  # TypeError if unhashable
+    except TypeError:  # an unhashable collection: built for this call
+        return _make_encoder(secret, sensitive)
+
+
+def _make_encoder(secret: bytes | None, sensitive: Collection[str]) -> Encoder:
     if isinstance(sensitive, str):
         raise ConfigurationError("sensitive takes a collection of names, not a single string")
     if not sensitive:
@@ -213,6 +222,10 @@ def _value_encoder(secret: bytes | None, sensitive: Collection[str]) -> Encoder:
         return "~h" + mac.hexdigest()[:32]
 
     return encode
+
+
+# A route keys every request with the same secret and names: built once per pair.
+_memoized_encoder = functools.lru_cache(maxsize=256)(_make_encoder)
 
 
 def path_segments(path: str) -> list[str]:
@@ -233,8 +246,11 @@ def canonical_query(query_string: bytes | str) -> list[tuple[str, str]]:
         query_string = query_string.decode("latin-1")
     if not query_string:
         return []
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    pairs.sort(key=lambda pair: pair[0])
+    if "%" in query_string or "+" in query_string:
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+    else:  # nothing to decode: what parse_qsl gives, without its per-part unquoting
+        pairs = [(name, value) for name, _, value in (part.partition("=") for part in query_string.split("&") if part)]
+    pairs.sort(key=_name_of)
     return pairs
 
 

@@ -14,7 +14,7 @@ from starlette.types import Scope
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["CURRENT_MANAGER", "STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of"]
+__all__ = ["CURRENT_MANAGER", "STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of", "remember_manager"]
 
 #: The manager of the request being served (set by ``init_app``'s middleware) or of a
 #: :func:`~intelligent_cache.use_cache` block: what ``@cached`` functions use.
@@ -40,6 +40,11 @@ def manager_from_scope(scope: Any) -> "CacheManager | None":
         return None
     scope[_SCOPE_KEY] = (app, manager)
     return manager  # type: ignore[return-value]
+
+
+def remember_manager(scope: Any, manager: "CacheManager") -> None:
+    """Note that the app serving ``scope`` has ``manager`` (``init_app``'s middleware knows it: no look-up later)."""
+    scope[_SCOPE_KEY] = (scope.get("app"), manager)
 
 
 def origin_of(scope: Scope, host: bytes | None = None) -> str:

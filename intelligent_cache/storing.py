@@ -16,7 +16,7 @@ from .policy import compute_etag, response_ttl, response_vary, store_refusal
 __all__ = ["Basis", "Storable", "storable"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)  # never changed after creation (see EarlyLookup)
 class Storable:
     """A response that may be stored: its entry and how long to keep it.
 
@@ -31,7 +31,7 @@ class Storable:
     vary: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Basis:
     """What an entry records about the request it answers."""
 

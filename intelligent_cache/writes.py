@@ -26,7 +26,7 @@ from .invalidation import invalidation_keys, tag_keys
 from .policy import SAFE_METHODS
 from .routecheck import check_app_routes
 from .routestate import fill
-from .scope import CURRENT_MANAGER
+from .scope import CURRENT_MANAGER, remember_manager
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -53,6 +53,7 @@ class InvalidationMiddleware:
                 check_app_routes(app)
             self._checked = True
         token = CURRENT_MANAGER.set(self.manager)  # what @cached functions called while serving use
+        remember_manager(scope, self.manager)
         try:
             if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
                 await self.app(scope, receive, send)

@@ -6,7 +6,7 @@ Inputs are drawn from separator-heavy alphabets (so that near-collisions are fre
 keys cross the 64-character part limit and the 448/512-character key limits.
 """
 
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -348,3 +348,15 @@ def test_long_extensions_are_hashed_and_distinct():
     assert first != second
     assert first.startswith(base + ":~v")
     assert len(first) <= MAX_KEY_LENGTH
+
+
+@PROPERTIES
+@given(st.lists(st.sampled_from([*TRICKY, "&", "=", "&&", "==", "a=", "=b"]), max_size=30).map("".join))
+def test_canonical_query_is_parse_qsl_sorted_by_name(query):
+    # Its shortcut for queries without escapes must agree with parse_qsl everywhere.
+    expected = sorted(parse_qsl(query, keep_blank_values=True), key=lambda pair: pair[0])
+    assert canonical_query(query) == expected
+    assert canonical_query(query.encode("utf-8", "surrogatepass").decode("latin-1")) == sorted(
+        parse_qsl(query.encode("utf-8", "surrogatepass").decode("latin-1"), keep_blank_values=True),
+        key=lambda pair: pair[0],
+    )
