@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeLayer", "EdgeRoutes", "install"]
 
-# Request fields the app's middleware answers for, so the app must see them: CORS.
-_MIDDLEWARE_FIELDS = frozenset({b"origin"})
 _ROUTES_BYTES = 1024 * 1024
 # Where an app with the edge keeps its layer.
 _LAYER_ATTRIBUTE = "_intelligent_cache_edge"
@@ -77,12 +75,10 @@ class EdgeLayer:
         if known is None:
             return False
         state, path_params = known
-        if any(name in _MIDDLEWARE_FIELDS for name, _ in scope["headers"]):
-            return False
         started = time.perf_counter()
         scope["path_params"] = path_params  # what tags are filled with (the router sets its own later)
         try:
-            hit = await find_hit(state, self.manager, scope)
+            hit = await find_hit(state, self.manager, scope, edge=True)
         except Exception:  # the app's own path handles (and reports) whatever went wrong
             hit = None
         scope.pop(LOOKUP_KEY, None)  # the route looks up again: its scope is not this one

@@ -19,7 +19,7 @@ from starlette.types import Scope
 from ._types import Header
 from .entry import CachedResponse
 from .freshness import decide
-from .outcome import Outcome, count, hit_marks
+from .outcome import Outcome, age_field, count, hit_marks
 from .policy import RequestDirectives
 from .routestate import RouteState
 
@@ -53,13 +53,16 @@ class EarlyLookup:
     entry: Any = UNDECODED
 
 
-async def find_hit(route: RouteState, manager: "CacheManager", scope: Scope) -> tuple[int, list[Header], bytes] | None:
+async def find_hit(
+    route: RouteState, manager: "CacheManager", scope: Scope, *, edge: bool = False
+) -> tuple[int, list[Header], bytes] | None:
     """The response to a plain GET if it is a fresh HIT: status, headers, body.
 
     For routes whose lookup needs no request object: no dependencies to run and
     no vary sources. Any header the serve decision or the credential check
-    reads sends the request to the full path, which reuses this lookup (left
-    in the scope), so behaviour is the same either way; only the cost differs.
+    reads (at the ``edge``, ``Origin`` too) sends the request to the full path,
+    which reuses this lookup (left in the scope), so behaviour is the same
+    either way; only the cost differs.
     """
     settings = route.settings()
     if settings is None or not route.fast_path or not manager.enabled:
@@ -68,7 +71,7 @@ async def find_hit(route: RouteState, manager: "CacheManager", scope: Scope) -> 
     secret = manager.io.known_secret
     if secret is None:
         return None
-    bail = route.fast_path_headers
+    bail = route.edge_headers if edge else route.fast_path_headers
     host = b""
     for name, value in scope["headers"]:
         if name in bail:
@@ -98,7 +101,7 @@ async def find_hit(route: RouteState, manager: "CacheManager", scope: Scope) -> 
             manager.stats.key_hit(key)
             headers = [
                 *entry.headers,
-                (b"age", b"%d" % decision.age),
+                age_field(decision.age),
                 *hit_marks(decision.remaining),
             ]
             return entry.status, headers, entry.body

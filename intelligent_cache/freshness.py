@@ -74,7 +74,7 @@ def decide(
         and (directives.max_age is None or age <= directives.max_age)
         and not (http and directives.min_fresh is not None and found.ttl - age < directives.min_fresh)
     ):
-        return Decision("hit", found, remaining=int(found.ttl - age), age=age)
+        return Decision("hit", found, "uri-miss", int(found.ttl - age), False, age)  # positional: the hot path
     # Past its lifetime (or soft-purged): it may still be served stale, within
     # the windows of the route (or, in HTTP mode, of the response), unless it
     # or the client forbids it.

@@ -19,7 +19,7 @@ from ._types import Header
 if TYPE_CHECKING:  # for annotations only: stats never import the request path
     from .stats import CacheStats
 
-__all__ = ["CACHE_NAME", "Outcome", "cache_status", "count", "hit_marks", "mark", "marks"]
+__all__ = ["CACHE_NAME", "Outcome", "age_field", "cache_status", "count", "hit_marks", "mark", "marks"]
 
 CACHE_NAME = "intelligent-cache"
 
@@ -63,6 +63,16 @@ def marks(outcome: Outcome, *params: str, reason: str | None = None) -> tuple[He
 def hit_marks(remaining: int) -> tuple[Header, Header]:
     """:func:`marks` of a fresh HIT with ``remaining`` seconds of freshness (memoized by the number alone)."""
     return marks(Outcome.HIT, "hit", f"ttl={remaining}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _age_field(seconds: int) -> Header:
+    return b"age", b"%d" % seconds
+
+
+def age_field(seconds: float) -> Header:
+    """The ``Age`` field of an answer from an entry ``seconds`` old (memoized by whole seconds)."""
+    return _age_field(int(seconds))
 
 
 def count(stats: "CacheStats | None", route: str, outcome: Outcome, reason: str | None = None) -> None:

@@ -38,7 +38,7 @@ from .freshness import Decision, decide
 from .httpmode import CONDITIONAL_FIELDS, conditional, ranged
 from .inputs import VaryPlan
 from .keys import extend_key
-from .outcome import Outcome, mark
+from .outcome import Outcome, age_field, mark
 from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
@@ -48,7 +48,7 @@ from .storing import Basis, Storable, storable
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["ACTIVE", "ReadContext", "after_dependencies", "read_through"]
+__all__ = ["ACTIVE", "ANSWERED", "ReadContext", "after_dependencies", "read_through"]
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 RawHeaders = list[Header]
@@ -61,6 +61,8 @@ _READABLE = (str, int, float, uuid.UUID, enum.Enum)
 
 # The read in progress, for the gate FastAPI calls in place of the endpoint.
 ACTIVE: ContextVar["ReadContext | None"] = ContextVar("intelligent_cache_read", default=None)
+# Set in the scope of a request whose response the read path marked (X-Cache, Cache-Status).
+ANSWERED = "intelligent_cache.answered"
 
 
 class _StoredResponse(Response):
@@ -124,6 +126,7 @@ class ReadContext:
     ) -> Response:
         self.served = True
         self.outcome = outcome
+        self.request.scope[ANSWERED] = True
         stats = self.manager.stats
         return mark(response, outcome, *params, stats=stats, route=self.route.template, reason=reason, shown=shown)
 
@@ -339,7 +342,7 @@ def serve(
     """Answer from an entry (HIT, STALE, collapsed): 304 when the client's validator matches."""
     if outcome is Outcome.HIT or outcome is Outcome.STALE:
         ctx.manager.stats.key_hit(ctx.entry_key or ctx.key)
-    extra = [(b"age", b"%d" % entry.age(ctx.manager.clock()))]
+    extra = [age_field(entry.age(ctx.manager.clock()))]
     directives = ctx.directives
     part = ranged(entry, directives.range, directives.if_range) if ctx.config.mode == "http" else None
     if validator_matches(directives, entry.headers):

@@ -31,7 +31,7 @@ from .exceptions import ConfigurationError
 from .fastpath import LOOKUP_KEY, find_hit
 from .inputs import RouteInputs
 from .outcome import Outcome, count, marks
-from .reading import ACTIVE, after_dependencies, read_through
+from .reading import ACTIVE, ANSWERED, after_dependencies, read_through
 from .routestate import RouteState
 from .scope import manager_from_scope
 
@@ -124,7 +124,7 @@ def _marking_errors(send: Send, scope: Scope, template: str) -> Send:
     """
 
     async def send_marked(message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if message["type"] == "http.response.start" and ANSWERED not in scope:
             headers = list(message.get("headers", ()))
             if not any(name == b"x-cache" for name, _ in headers):
                 headers += marks(Outcome.SKIP, "fwd=miss", reason="status")

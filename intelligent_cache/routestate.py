@@ -44,6 +44,8 @@ class RouteState:
         self._config: CacheConfig | None = None
         self._plan: VaryPlan | None = None
         self.fast_path_headers: frozenset[bytes] = frozenset()
+        # What also sends a request past the edge to the app: those and Origin (CORS middleware answers it).
+        self.edge_headers: frozenset[bytes] = frozenset()
         # Whether the fast path may answer: no dependencies to run, no vary source, and
         # not every request credentialed (a security scheme that may read anything).
         self.fast_path = False
@@ -66,6 +68,7 @@ class RouteState:
             self._keys.clear()
             self._counters.clear()
             self.fast_path_headers = plan.fast_path_headers() | RequestDirectives.FIELDS
+            self.edge_headers = self.fast_path_headers | {b"origin"}
             self.fast_path = not (plan.late or plan.sources or plan.credentialed((), dict))
             self._names.clear()
             self._config, self._plan = config, plan

@@ -51,6 +51,18 @@ class _Total:
         instance.counters[self.name] = value
 
 
+class _Names:
+    """The counter names of one route and outcome (``route|/items|hits``, ``latency|/items|hit|3``...)."""
+
+    __slots__ = ("buckets", "latency", "route", "total")
+
+    def __init__(self, route: str, outcome: str) -> None:
+        self.total = _OUTCOMES[outcome]
+        self.route = f"route|{route}|{self.total}"
+        self.latency = f"latency_us|{route}|{outcome}"
+        self.buckets = [f"latency|{route}|{outcome}|{bucket}" for bucket in range(len(LATENCY_BUCKETS) + 1)]
+
+
 class CacheStats:
     """Counters kept by a :class:`~intelligent_cache.CacheManager`.
 
@@ -78,8 +90,8 @@ class CacheStats:
         self._flushed: dict[str, int] = {}
         # Hits per cache key not yet handed to the backend (which keeps them beside the entries).
         self.key_hits: dict[str, int] = {}
-        # Counter names by (route, outcome[, bucket]): a few per route, built once.
-        self._names: dict[tuple[object, ...], str] = {}
+        # Counter names by (route, outcome): a few per route, built once.
+        self._names: dict[tuple[str, str], _Names] = {}
 
     def _add(self, name: str, amount: int = 1) -> None:
         counters = self.counters
@@ -87,27 +99,22 @@ class CacheStats:
 
     def record(self, route: str, outcome: str) -> None:
         """Count one request of ``route`` with ``outcome`` (hit, miss, skip, stale)."""
-        total = _OUTCOMES[outcome]
+        names = self._names.get((route, outcome))
+        if names is None:
+            names = self._names[route, outcome] = _Names(route, outcome)
         counters = self.counters
-        counters[total] = counters.get(total, 0) + 1
-        name = self._names.get(("route", route, total))
-        if name is None:
-            name = self._names["route", route, total] = f"route|{route}|{total}"
-        counters[name] = counters.get(name, 0) + 1
+        counters[names.total] = counters.get(names.total, 0) + 1
+        counters[names.route] = counters.get(names.route, 0) + 1
 
     def observe(self, route: str, outcome: str, seconds: float) -> None:
         """Add a request's duration in the cache layer to the latency histogram."""
-        bucket = bisect.bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
-        names = self._names
-        histogram = names.get(("latency", route, outcome, bucket))
-        if histogram is None:
-            histogram = names["latency", route, outcome, bucket] = f"latency|{route}|{outcome}|{bucket}"
-        total = names.get(("latency_us", route, outcome))
-        if total is None:
-            total = names["latency_us", route, outcome] = f"latency_us|{route}|{outcome}"
+        names = self._names.get((route, outcome))
+        if names is None:
+            names = self._names[route, outcome] = _Names(route, outcome)
+        histogram = names.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]  # the first bound >= seconds
         counters = self.counters
         counters[histogram] = counters.get(histogram, 0) + 1
-        counters[total] = counters.get(total, 0) + int(seconds * 1_000_000)
+        counters[names.latency] = counters.get(names.latency, 0) + int(seconds * 1_000_000)
 
     def key_hit(self, key: str, amount: int = 1) -> None:
         """Count an answer from the entry under ``key`` (bounded: see :data:`MAX_TRACKED_KEYS`)."""
