@@ -199,31 +199,32 @@ class CachedRoute(APIRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        if (method != "GET" and method != "HEAD") or not self._answers_head():
-            # Not a cached read: exactly what APIRoute does.
-            await super().handle(scope, receive, send)
-            return
-        if method == "HEAD":
+        if method == "HEAD" and self._answers_head():
             # HEAD is the GET without a body: same key, same headers, Content-Length included.
             scope = {**scope, "method": "GET"}
             send = _without_body(send)
+        elif method != "GET" or not self._get_only:
+            # Not a cached read (or a route of several methods, cached by its handler): what APIRoute does.
+            await super().handle(scope, receive, send)
+            return
         state: RouteState | None = getattr(_compat.scope_route(scope, self), _STATE_ATTRIBUTE, None)
-        if state is not None:
-            manager = manager_from_scope(scope)
-            if manager is not None:
-                started = time.perf_counter()
-                try:
-                    hit = await find_hit(state, manager, scope)
-                except Exception:  # the full path below handles (and reports) whatever went wrong
-                    scope.pop(LOOKUP_KEY, None)
-                    hit = None
-                if manager.edge is not None and state.fast_path and not scope.get("root_path"):
-                    manager.edge.routes.learn(scope["path"], state, scope.get("path_params", {}))
-                if hit is not None:
-                    status, headers, body = hit
-                    await send({"type": "http.response.start", "status": status, "headers": headers})
-                    await send({"type": "http.response.body", "body": body})
-                    manager.stats.observe(state.template, "hit", time.perf_counter() - started)
-                    return
-            send = _marking_errors(send, scope, state.template)
-        await super().handle(scope, receive, send)
+        if state is None or state.settings() is None:
+            await super().handle(scope, receive, send)  # not cached (the handler knows it too)
+            return
+        manager = manager_from_scope(scope)
+        if manager is not None:
+            started = time.perf_counter()
+            try:
+                hit = await find_hit(state, manager, scope)
+            except Exception:  # the full path below handles (and reports) whatever went wrong
+                scope.pop(LOOKUP_KEY, None)
+                hit = None
+            if manager.edge is not None and state.fast_path and not scope.get("root_path"):
+                manager.edge.routes.learn(scope["path"], state, scope.get("path_params", {}))
+            if hit is not None:
+                status, headers, body = hit
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                manager.stats.observe(state.template, "hit", time.perf_counter() - started)
+                return
+        await super().handle(scope, receive, _marking_errors(send, scope, state.template))

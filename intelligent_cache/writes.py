@@ -52,13 +52,13 @@ class InvalidationMiddleware:
             if app is not None:
                 check_app_routes(app)
             self._checked = True
-        token = CURRENT_MANAGER.set(self.manager)  # what @cached functions called while serving use
-        remember_manager(scope, self.manager)
+        manager = self.manager
+        token = CURRENT_MANAGER.set(manager)  # what @cached functions called while serving use
+        remember_manager(scope, manager)
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            send = _invalidating(scope, send, manager)
         try:
-            if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
-                await self.app(scope, receive, send)
-            else:
-                await self.app(scope, receive, _invalidating(scope, send, self.manager))
+            await self.app(scope, receive, send)
         finally:
             CURRENT_MANAGER.reset(token)
 
