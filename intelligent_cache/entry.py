@@ -62,18 +62,15 @@ def storable_headers(raw_headers: Headers) -> tuple[Header, ...]:
     Drops hop-by-hop fields: the fixed ones, every ``Proxy-*`` field, and the
     fields a ``Connection`` header nominates (RFC 9110 section 7.6.1).
     """
-    kept = [
-        (name, value)
-        for name, value in raw_headers
-        if (lowered := name.lower()) not in _NOT_STORED and not lowered.startswith(b"proxy-")
-    ]
-    if len(kept) < len(raw_headers) and any(name.lower() == b"connection" for name, _ in raw_headers):
-        nominated = {
-            item.strip().lower().encode("latin-1")
-            for name, value in raw_headers
-            if name.lower() == b"connection"
-            for item in value.decode("latin-1").split(",")
-        }
+    kept: list[Header] = []
+    nominated: set[bytes] = set()
+    for name, value in raw_headers:
+        lowered = name.lower()
+        if lowered == b"connection":
+            nominated.update(item.strip().lower().encode("latin-1") for item in value.decode("latin-1").split(","))
+        elif lowered not in _NOT_STORED and not lowered.startswith(b"proxy-"):
+            kept.append((name, value))
+    if nominated:
         kept = [(name, value) for name, value in kept if name.lower() not in nominated]
     return tuple(kept)
 

@@ -97,20 +97,20 @@ class CacheStats:
         counters = self.counters
         counters[name] = counters.get(name, 0) + amount
 
+    def _new_names(self, route: str, outcome: str) -> _Names:
+        names = self._names[route, outcome] = _Names(route, outcome)
+        return names
+
     def record(self, route: str, outcome: str) -> None:
         """Count one request of ``route`` with ``outcome`` (hit, miss, skip, stale)."""
-        names = self._names.get((route, outcome))
-        if names is None:
-            names = self._names[route, outcome] = _Names(route, outcome)
+        names = self._names.get((route, outcome)) or self._new_names(route, outcome)
         counters = self.counters
         counters[names.total] = counters.get(names.total, 0) + 1
         counters[names.route] = counters.get(names.route, 0) + 1
 
     def observe(self, route: str, outcome: str, seconds: float) -> None:
         """Add a request's duration in the cache layer to the latency histogram."""
-        names = self._names.get((route, outcome))
-        if names is None:
-            names = self._names[route, outcome] = _Names(route, outcome)
+        names = self._names.get((route, outcome)) or self._new_names(route, outcome)
         histogram = names.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)]  # the first bound >= seconds
         counters = self.counters
         counters[histogram] = counters.get(histogram, 0) + 1
