@@ -4,6 +4,9 @@ A route the cache cannot see is never silently uncached: ``@cache_config`` on
 a plain ``APIRoute`` (a plain ``APIRouter()``, or a route declared on the app
 before ``init_app``) is a :class:`~intelligent_cache.ConfigurationError` naming
 the route and the fix, and so is a setting that cannot work for its route.
+Mounted routers (``Mount("/x", routes=[...])``) are part of the app and
+checked with it; a mounted application is checked as an app without a
+cache unless it has a ``CacheManager`` of its own (whose check covers it).
 Writes need no check: the app-wide middleware invalidates after any route.
 """
 
@@ -11,11 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi.routing import APIRoute
+from starlette.routing import Host, Mount
 
 from .config import get_config
 from .exceptions import ConfigurationError
 from .inputs import RouteInputs
 from .route import CachedRoute, warn_if_misplaced
+from .scope import STATE_ATTRIBUTE
 
 __all__ = ["check_app_routes"]
 
@@ -25,13 +30,36 @@ except ImportError:  # FastAPI <= 0.136: app.routes holds flat copies
     _iter_route_contexts = None  # type: ignore[assignment]
 
 
-def _routes(app: Any) -> Iterator[tuple[Any, str, Any]]:
-    """``(route, effective path, effective dependant)`` of every route of ``app``."""
+def _routes(routes: Any, prefix: str = "") -> Iterator[tuple[Any, str, Any, bool]]:
+    """``(route, effective path, effective dependant, served with a cache)`` of every route.
+
+    ``served with a cache`` is False inside a mounted application that has no
+    ``CacheManager`` of its own; a mounted application that has one is left to its own check.
+    """
+    for route, path, dependant in _flat(routes):
+        if isinstance(route, Mount | Host):
+            mounted = route.app
+            inner = getattr(mounted, "routes", None)
+            if inner is None:
+                continue
+            here = prefix + (route.path if isinstance(route, Mount) else "")
+            state = getattr(mounted, "state", None)
+            if state is None:  # a Router: its routes are this app's
+                yield from _routes(inner, here)
+            elif getattr(state, STATE_ATTRIBUTE, None) is None:
+                for found, inner_path, inner_dependant, _ in _routes(inner, here):
+                    yield found, inner_path, inner_dependant, False
+            continue
+        yield route, prefix + path, dependant, True
+
+
+def _flat(routes: Any) -> Iterator[tuple[Any, str, Any]]:
+    """``(route, path, dependant)`` of each route, included routers flattened."""
     if _iter_route_contexts is None:
-        for route in app.routes:
+        for route in routes:
             yield route, getattr(route, "path_format", getattr(route, "path", "")), getattr(route, "dependant", None)
         return
-    for context in _iter_route_contexts(app.routes):
+    for context in _iter_route_contexts(routes):
         route = context.original_route
         effective = getattr(context, "_route_context", None) or route
         yield route, str(getattr(effective, "path_format", "") or ""), getattr(effective, "dependant", None)
@@ -44,7 +72,7 @@ def check_app_routes(app: Any) -> None:
         ConfigurationError: naming every such route and the fix.
     """
     problems: list[str] = []
-    for route, path, dependant in _routes(app):
+    for route, path, dependant, with_cache in _routes(app.routes):
         if not isinstance(route, APIRoute):
             continue
         config = get_config(route.endpoint)
@@ -52,6 +80,11 @@ def check_app_routes(app: Any) -> None:
             continue
         if "GET" not in (route.methods or ()):
             warn_if_misplaced(route)
+        elif not with_cache:
+            problems.append(
+                f"GET {path} has @cache_config but is in a mounted application without a CacheManager, "
+                "which the cache cannot see: call CacheManager(...).init_app() on that application too"
+            )
         elif not isinstance(route, CachedRoute):
             problems.append(
                 f"GET {path} has @cache_config but is a plain APIRoute, which the cache cannot see: "

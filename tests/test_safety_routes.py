@@ -2,7 +2,9 @@
 
 6. A ``@cache_config`` GET the cache cannot wrap (a plain ``APIRouter()`` included after ``init_app``,
    a route declared before ``init_app``, an explicit ``APIRoute`` override) must stop the app from
-   starting, naming the route and the fix. Writes through plain routers still invalidate.
+   starting, naming the route and the fix. Writes through plain routers still invalidate. The same
+   inside a mounted router, and for any ``@cache_config`` GET of a mounted application that has no
+   ``CacheManager`` of its own (one that has its own is cached by it).
 7. ``@cache_config`` that cannot take effect (on a write route; on a ``CachedRoute`` in an app without
    any ``CacheManager``) logs one WARNING on ``intelligent_cache``, not one per request.
 """
@@ -18,6 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import Mount
 
 from intelligent_cache import CachedRoute, CacheManager, ConfigurationError, MemoryBackend, cache_config
 
@@ -87,7 +90,40 @@ def route_class_override(app: FastAPI) -> str:
     return "/reports"
 
 
+def mounted_router_plain_route(app: FastAPI) -> str:
+    app.router.routes.append(Mount("/m", routes=[APIRoute("/reports", cache_config(report), methods=["GET"])]))
+    return "/m/reports"
+
+
+def mounted_app_plain_route(app: FastAPI) -> str:
+    sub = FastAPI()
+    sub.get("/reports")(cache_config(report))
+    app.mount("/sub", sub)
+    return "/sub/reports"
+
+
+def mounted_app_cached_route(app: FastAPI) -> str:
+    sub = FastAPI()
+    router = APIRouter(route_class=CachedRoute)
+    router.get("/reports")(cache_config(report))
+    sub.include_router(router, prefix="/v1")
+    app.mount("/sub", sub)
+    return "/sub/v1/reports"
+
+
+def mounted_app_two_levels_down(app: FastAPI) -> str:
+    inner, outer = FastAPI(), FastAPI()
+    inner.get("/reports")(cache_config(report))
+    outer.mount("/inner", inner)
+    app.mount("/outer", outer)
+    return "/outer/inner/reports"
+
+
 UNWRAPPABLE = [
+    pytest.param(mounted_router_plain_route, id="mounted-router-plain-route"),
+    pytest.param(mounted_app_plain_route, id="mounted-app-without-manager"),
+    pytest.param(mounted_app_cached_route, id="mounted-app-without-manager-cached-route"),
+    pytest.param(mounted_app_two_levels_down, id="mounted-app-two-levels-down"),
     pytest.param(plain_router_prefixed, id="plain-router-with-prefix"),
     pytest.param(plain_router_unprefixed, id="plain-router"),
     pytest.param(plain_router_decorator_outside, id="plain-router-cache-config-outside"),
@@ -97,7 +133,9 @@ UNWRAPPABLE = [
 
 
 @pytest.mark.parametrize("declare", UNWRAPPABLE)
-def test_cached_get_the_cache_cannot_see_stops_the_app_from_starting(declare: Callable[[FastAPI], str]) -> None:
+def test_cached_get_the_cache_cannot_see_stops_the_app_from_starting(
+    declare: Callable[[FastAPI], str], request: pytest.FixtureRequest
+) -> None:
     app, _ = new_app()
 
     @app.get("/fine")
@@ -111,7 +149,8 @@ def test_cached_get_the_cache_cannot_see_stops_the_app_from_starting(declare: Ca
             pass
     message = str(raised.value)
     assert path in message, message
-    assert "CachedRoute" in message, f"the error should name the fix: {message}"
+    fix = "init_app() on that application" if "mounted-app" in request.node.callspec.id else "CachedRoute"
+    assert fix in message, f"the error should name the fix: {message}"
 
 
 def test_cached_get_declared_before_init_app_is_a_configuration_error_at_init_app() -> None:
@@ -252,6 +291,32 @@ def test_failed_write_through_a_plain_router_invalidates_nothing(method: str, fa
     assert (x_cache(item), item.json()) == ("HIT", {"id": 1, "name": "spoon"})
     assert x_cache(listing) == "HIT"
     assert shop.calls == Counter({"item": 1, "list": 1})
+
+
+def test_mounted_router_with_cached_routes_is_cached_by_the_app() -> None:
+    app, _ = new_app()
+    calls = Counter[str]()
+
+    def counted() -> dict[str, str]:
+        calls["reports"] += 1
+        return {"report": "q3"}
+
+    app.router.routes.append(Mount("/m", routes=[CachedRoute("/reports", cache_config(counted), methods=["GET"])]))
+    with TestClient(app) as client:
+        assert [x_cache(client.get("/m/reports")) for _ in range(2)] == ["MISS", "HIT"]
+    assert calls["reports"] == 1
+
+
+def test_mounted_application_with_its_own_manager_is_cached_by_it(caplog: pytest.LogCaptureFixture) -> None:
+    app, _ = new_app()
+    sub = FastAPI()
+    sub_manager = CacheManager(MemoryBackend()).init_app(sub)
+    sub.get("/reports")(cache_config(report))
+    app.mount("/sub", sub)
+    with caplog.at_level(logging.WARNING, logger="intelligent_cache"), TestClient(app) as client:
+        assert [x_cache(client.get("/sub/reports")) for _ in range(2)] == ["MISS", "HIT"]
+    assert cache_warnings(caplog) == []
+    assert sub_manager.stats.snapshot()["hits"] == 1
 
 
 def test_write_to_a_mounted_sub_application_invalidates_the_parent_cache_above_it() -> None:
