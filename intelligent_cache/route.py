@@ -31,6 +31,7 @@ from .exceptions import ConfigurationError
 from .fastpath import LOOKUP_KEY, find_hit
 from .inputs import RouteInputs
 from .outcome import Outcome, count, marks
+from .policy import SAFE_METHODS
 from .reading import ACTIVE, ANSWERED, after_dependencies, read_through
 from .routestate import RouteState
 from .scope import manager_from_scope
@@ -46,6 +47,7 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 _STATE_ATTRIBUTE = "_intelligent_cache_state"
 _WARNED_ATTRIBUTE = "__intelligent_cache_warned__"
+_WARNED_INVALIDATES_ATTRIBUTE = "__intelligent_cache_warned_invalidates__"
 
 
 def _route_state(route: Any, endpoint: Callable[..., Any]) -> RouteState:
@@ -79,17 +81,31 @@ def _gate(state: RouteState, dependant: Any) -> Callable[..., Coroutine[Any, Any
 
 
 def warn_if_misplaced(route: APIRoute) -> None:
-    """Log once that ``@cache_config`` on a route without GET does nothing."""
+    """Log once per endpoint that a decorator cannot take effect on this route's methods.
+
+    ``@cache_config`` on a route without GET caches nothing, and
+    ``@invalidates`` on a route with only safe methods invalidates nothing.
+    """
+    methods = route.methods or set()
     config = get_config(route.endpoint)
-    if config is None or not config.enabled or "GET" in (route.methods or ()):
-        return
-    if not getattr(route.endpoint, _WARNED_ATTRIBUTE, False):
-        setattr(route.endpoint, _WARNED_ATTRIBUTE, True)
-        logger.warning(
+    if config is not None and config.enabled and "GET" not in methods:
+        _warn_once(
+            route,
+            _WARNED_ATTRIBUTE,
             "@cache_config on %s %s does nothing: only GET (and HEAD) responses are cached",
-            ",".join(sorted(route.methods or ())),
-            route.path,
         )
+    if get_invalidation(route.endpoint) is not None and methods and methods <= SAFE_METHODS:
+        _warn_once(
+            route,
+            _WARNED_INVALIDATES_ATTRIBUTE,
+            "@invalidates on %s %s does nothing: only successful writes (POST, PUT, PATCH, DELETE...) invalidate",
+        )
+
+
+def _warn_once(route: APIRoute, attribute: str, message: str) -> None:
+    if not getattr(route.endpoint, attribute, False):
+        setattr(route.endpoint, attribute, True)
+        logger.warning(message, ",".join(sorted(route.methods or ())), route.path)
 
 
 def check_templates(route: Any, endpoint: Callable[..., Any]) -> None:
@@ -175,8 +191,8 @@ class CachedRoute(APIRoute):
         # mutates nothing another request could see.
         route = _compat.effective_route(self)
         check_templates(route, self.endpoint)
+        warn_if_misplaced(self)
         if "GET" not in (self.methods or ()):
-            warn_if_misplaced(self)
             return super().get_route_handler()
         state = _route_state(route, self.endpoint)
         state.settings()  # a configuration that cannot work fails here, at set-up

@@ -75,12 +75,11 @@ def check_app_routes(app: Any) -> None:
     for route, path, dependant, with_cache in _routes(app.routes):
         if not isinstance(route, APIRoute):
             continue
+        warn_if_misplaced(route)
         config = get_config(route.endpoint)
-        if config is None or not config.enabled:
+        if config is None or not config.enabled or "GET" not in (route.methods or ()):
             continue
-        if "GET" not in (route.methods or ()):
-            warn_if_misplaced(route)
-        elif not with_cache:
+        if not with_cache:
             problems.append(
                 f"GET {path} has @cache_config but is in a mounted application without a CacheManager, "
                 "which the cache cannot see: call CacheManager(...).init_app() on that application too"

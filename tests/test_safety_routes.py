@@ -6,7 +6,8 @@
    inside a mounted router, and for any ``@cache_config`` GET of a mounted application that has no
    ``CacheManager`` of its own (one that has its own is cached by it).
 7. ``@cache_config`` that cannot take effect (on a write route; on a ``CachedRoute`` in an app without
-   any ``CacheManager``) logs one WARNING on ``intelligent_cache``, not one per request.
+   any ``CacheManager``), and ``@invalidates`` on a read-only route, log one WARNING on
+   ``intelligent_cache``, not one per request.
 """
 
 import logging
@@ -22,7 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from intelligent_cache import CachedRoute, CacheManager, ConfigurationError, MemoryBackend, cache_config
+from intelligent_cache import CachedRoute, CacheManager, ConfigurationError, MemoryBackend, cache_config, invalidates
 
 
 def x_cache(response: httpx.Response) -> str | None:
@@ -403,6 +404,35 @@ def test_cache_config_on_a_get_and_post_route_does_not_warn(caplog: pytest.LogCa
         client.post("/both")
     assert outcomes == ["MISS", "HIT"]
     assert cache_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("where", ["app", "cached-router", "plain-router"])
+def test_invalidates_on_a_read_only_route_warns_once(where: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``@invalidates`` on a GET (a ``/logout`` or ``/refresh`` link, say) never runs: GETs do not invalidate."""
+    caplog.set_level(logging.WARNING, logger="intelligent_cache")
+    app, _ = new_app()
+    routes: Any = (
+        app if where == "app" else APIRouter(route_class=CachedRoute if where == "cached-router" else APIRoute)
+    )
+
+    @routes.get("/refresh")
+    @invalidates("reports")
+    def refresh() -> dict[str, bool]:
+        return {"refreshed": True}
+
+    @routes.post("/rebuild")
+    @invalidates("reports")
+    def rebuild() -> dict[str, bool]:
+        return {"rebuilt": True}
+
+    if where != "app":
+        app.include_router(routes)
+    with TestClient(app) as client:
+        assert [client.get("/refresh").status_code for _ in range(3)] == [200, 200, 200]
+        assert client.post("/rebuild").status_code == 200
+    warnings = cache_warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert "@invalidates on GET /refresh does nothing" in warnings[0]
 
 
 def test_cached_route_in_an_app_without_cache_manager_warns_once_at_first_request(
