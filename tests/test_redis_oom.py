@@ -11,6 +11,7 @@ until Redis refuses a write, then ``maxmemory`` is pinned just below what is
 used, so that the tests' own deletions cannot bring Redis back under the limit.
 """
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -155,6 +156,26 @@ async def test_a_write_through_a_is_seen_by_b_while_redis_is_full(
     assert [s for s in a.statuses + b.statuses if s >= 500] == []
     assert a.manager.stats.invalidation_errors == b.manager.stats.invalidation_errors == 0
     assert a.manager.stats.invalidations == b.manager.stats.invalidations == 1
+
+
+async def test_a_refused_store_never_puts_the_response_in_logs_or_health(
+    full_server: RedisServer,
+    pair: tuple[Instance, Instance, dict[int, list[str]]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """redis-py quotes a failed pipeline command with its arguments: the entry, a response body."""
+    a, _, db = pair
+    db[1] = ["alice-private-note-7f3a"]
+    # The key secret and the path's counters are in Redis; only the new entry needs memory.
+    assert await a.get("/spaces/1/items?page=1") == (["alice-private-note-7f3a"], "MISS")
+    caplog.set_level(logging.WARNING, logger="intelligent_cache")
+    fill(full_server.client())
+    assert await a.get("/spaces/1/items") == (["alice-private-note-7f3a"], "SKIP")
+    assert a.manager.io.last_error is not None
+    assert "OutOfMemoryError" in a.manager.io.last_error
+    shown = [a.manager.io.last_error, *(record.getMessage() for record in caplog.records)]
+    # Not one byte of the entry (it starts with the stored response's headers).
+    assert not [text for text in shown if "alice-private-note" in text or "content-length" in text], shown
 
 
 async def test_backend_calls_at_maxmemory(full_server: RedisServer) -> None:

@@ -35,18 +35,23 @@ _DECODED_MAX_BYTES = 1024 * 1024
 # Failed invalidations kept for replay, and how often the replay is tried.
 _MAX_PENDING = 10_000
 _REPLAY_INTERVAL = 0.25
+# redis-py's annotation of a failed pipeline command: its name, then its arguments.
+_PIPELINE_COMMAND = re.compile(r"(Command # \d+ \()(\S*)(?: .*)?(\) of pipeline caused error)", re.DOTALL)
 
 
 def describe_error(exc: BaseException) -> str:
     """``"<ExceptionType>: <message>"``, at most 500 characters, with credentials in URLs masked.
 
     ``scheme://user:password@`` keeps the user; ``scheme://secret@`` may be a
-    password alone, so it is masked whole.
+    password alone, so it is masked whole. redis-py quotes the arguments of a
+    failed pipeline command (``Command # 1 (SET <key> <entry>) of pipeline``):
+    an entry holds a response body, so only the command's name is kept.
     """
+    text = _PIPELINE_COMMAND.sub(r"\1\2 ...\3", str(exc)[:1000])  # bounded before the search, not only after
     text = re.sub(
         r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s/@:]*):)?[^\s/]*@",
         lambda match: f"{match[1]}{match[2] + ':' if match[2] is not None else ''}***@",
-        str(exc)[:1000],  # bounded before the search, not only after
+        text,
     )
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
