@@ -13,7 +13,7 @@ from fastapi.params import Depends
 
 from .admin import AdminOptions, admin_router
 from .backends.base import CacheBackend
-from .backends.failopen import FailOpenBackend
+from .backends.failopen import FailOpenBackend, describe_error
 from .backends.memory import MemoryBackend
 from .config import Seconds, as_seconds
 from .edge import EdgeLayer, install
@@ -340,7 +340,7 @@ class CacheManager(AttachedCache):
                     await self.io.release_lock(refresh_lock_name(key), token)
             except Exception as exc:
                 self.stats.refresh_errors += 1
-                logger.warning("background refresh of %s failed: %r", key, exc)
+                logger.warning("background refresh of %s failed: %s", key, describe_error(exc))
             finally:
                 self._refreshing.discard(key)
 

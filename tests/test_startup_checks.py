@@ -373,6 +373,23 @@ async def test_credentials_in_an_error_never_reach_health_logs_or_the_exception(
     assert "hunter2" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "annotated",
+    [  # redis-py's pipeline annotation, standalone and cluster (which quotes the args tuple)
+        "Command # 1 (SET app:GET:me \x82\xa6body\xa9alice-ssn) of pipeline caused error: OOM command not allowed",
+        "Command # 2 (SET app:GET:me alice-ssn ) of pipeline caused error: ('OOM command not allowed',)",
+        # an argument that spells the annotation's end itself
+        "Command # 1 (SET k alice-ssn) of pipeline caused error: fake) of pipeline caused error: OOM not allowed",
+    ],
+)
+async def test_a_failed_pipeline_command_shows_its_name_not_its_arguments(annotated):
+    """An entry is a response: its bytes never reach ``last_error`` (``/health``) or the log."""
+    async with started(make_app(CountingPings(fails=ConnectionError(annotated)))) as client:
+        shown = (await client.get("/api/cache/health", headers=AUTH)).json()["last_error"]
+    assert shown.startswith("ConnectionError: Command # ") and "(SET ...) of pipeline caused error" in shown, shown
+    assert "alice-ssn" not in shown and "fake" not in shown, shown
+
+
 async def test_the_last_error_of_the_request_path_is_shown_after_recovery():
     class FlakyFetch(MemoryBackend):
         failing = True

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..exceptions import ConfigurationError
 from ..lru import ENTRY_OVERHEAD, BoundedLRU
+from .failopen import describe_error
 
 __all__ = ["DIRECT", "Direct", "NearCache"]
 
@@ -233,7 +234,9 @@ class NearCache(Direct):
                 raise
             except Exception as exc:
                 if self.subscribed:
-                    logger.warning("near cache unsubscribed, reading Redis directly until it is back: %r", exc)
+                    logger.warning(
+                        "near cache unsubscribed, reading Redis directly until it is back: %s", describe_error(exc)
+                    )
                 self.subscribed = False
                 self.drop_all()
                 await asyncio.sleep(delay)
