@@ -72,13 +72,13 @@ async def find_hit(
     if secret is None:
         return None
     bail = route.edge_headers if edge else route.fast_path_headers
-    host = b""
+    host: bytes | None = None
     for name, value in scope["headers"]:
         if name in bail:
             return None
-        if name == b"host":
+        if name == b"host" and host is None:  # the first one, as Starlette (and so the endpoint) reads it
             host = value
-    origin, key, tags, counters = route.fast_names(scope, host, manager.key_by_host, secret)
+    origin, key, tags, counters = route.fast_names(scope, host or b"", manager.key_by_host, secret)
     raw, generations = await manager.io.lookup(key, counters)
     if raw is None or generations is None:
         scope[LOOKUP_KEY] = EarlyLookup(key, origin, tags, counters, secret, raw, generations)

@@ -3,7 +3,7 @@
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -77,7 +77,12 @@ class CacheManager(AttachedCache):
             worker without a round trip per request.
         edge: answer fresh HITs in front of the app, before its middleware
             and router run (see :mod:`intelligent_cache.edge`: the app's
-            middleware does not run for them).
+            middleware does not run for them, so the app refuses to start with
+            middleware that is not known to be safe to skip).
+        edge_skip_middleware: middleware (classes, ``@app.middleware("http")``
+            functions, or their names) that edge HITs may skip besides those
+            known to be safe (CORS, GZip, sessions, trusted hosts, HTTPS
+            redirects): logging or timing, never authentication or rewriting.
         key_secret: the secret that keys the digests standing for credential
             values (``Authorization``, cookies, API keys) in cache keys, which
             never hold such values in plaintext. Every instance sharing a
@@ -116,6 +121,7 @@ class CacheManager(AttachedCache):
         key_by_host: bool = False,
         honor_request_no_cache: bool = True,
         edge: bool = False,
+        edge_skip_middleware: Iterable[Any] = (),
         key_secret: str | bytes | None = None,
         startup_check: Literal["log", "raise", "off"] = "log",
         clock: Callable[[], float] = time.time,
@@ -164,7 +170,9 @@ class CacheManager(AttachedCache):
         self.cache_control = bool(cache_control)
         self.key_by_host = bool(key_by_host)
         self.edge_enabled = bool(edge)
-        self.edge: EdgeLayer | None = None  # what answers in front of the app once init_app ran, with edge=True
+        if isinstance(edge_skip_middleware, str):
+            raise ConfigurationError("edge_skip_middleware takes a list of middleware, not a single string")
+        self.edge_skip_middleware = tuple(edge_skip_middleware)
         self.honor_request_no_cache = bool(honor_request_no_cache)
         self.soft_purge = bool(soft_purge)
         self.invalidation_exclude_paths = tuple(prefix.rstrip("/") or "/" for prefix in invalidation_exclude_paths)
@@ -203,8 +211,7 @@ class CacheManager(AttachedCache):
         setattr(app.state, STATE_ATTRIBUTE, self)
         app.router.route_class = CachedRoute
         if self.edge_enabled:
-            self.edge = EdgeLayer(self)
-            install(app, self.edge)
+            install(app, EdgeLayer(self, self.edge_skip_middleware))  # one per app: each learns its own routes
         self._wrap_lifespan(app)
         if self.include_admin_routes:
             app.include_router(admin_router(self), prefix=self.admin.prefix)

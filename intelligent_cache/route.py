@@ -27,6 +27,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from . import _compat
 from .config import get_config, get_invalidation, template_fields
+from .edge import layer_of
 from .exceptions import ConfigurationError
 from .fastpath import LOOKUP_KEY, find_hit
 from .inputs import RouteInputs
@@ -235,8 +236,10 @@ class CachedRoute(APIRoute):
             except Exception:  # the full path below handles (and reports) whatever went wrong
                 scope.pop(LOOKUP_KEY, None)
                 hit = None
-            if manager.edge is not None and state.fast_path and not scope.get("root_path"):
-                manager.edge.routes.learn(scope["path"], state, scope.get("path_params", {}))
+            if state.fast_path:
+                layer = layer_of(scope.get("app"))
+                if layer is not None:
+                    layer.learn(scope, method, state)
             if hit is not None:
                 status, headers, body = hit
                 await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import Host, Mount
 
 from .config import get_config
+from .edge import layer_of
 from .exceptions import ConfigurationError
 from .inputs import RouteInputs
 from .route import CachedRoute, warn_if_misplaced
@@ -95,5 +96,8 @@ def check_app_routes(app: Any) -> None:
                 RouteInputs.of(dependant).plan(config, where=f"GET {path}")
             except ConfigurationError as exc:
                 problems.append(str(exc))
+    layer = layer_of(app)
+    if layer is not None:
+        problems.extend(layer.problems(app))
     if problems:
         raise ConfigurationError("; ".join(problems))

@@ -106,7 +106,15 @@ class RouteState:
         exact = self._config.mode == "http"
         path: str = scope["path"]
         target, query = _target(scope, exact), scope["query_string"]
-        memo_key = (target, query, host or scope.get("server"), scope.get("scheme"), key_by_host, secret)
+        server = scope.get("server")
+        memo_key = (
+            target,
+            query,
+            host or (tuple(server) if server else None),
+            scope.get("scheme"),
+            key_by_host,
+            secret,
+        )
         found = self._names.get(memo_key)
         if found is None:
             origin = origin_of(scope, host)

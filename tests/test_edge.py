@@ -3,17 +3,25 @@
 Every safety rule of the normal path holds: only fast-path routes (no dependencies to
 run, no vary source), only requests without credentials, preconditions, directives,
 ranges or ``Origin``; everything else reaches the app as before. Tested with
-Starlette's CORS, GZip and session middleware in the app.
+Starlette's CORS, GZip and session middleware in the app. Middleware not known to be safe
+to skip stops the app from starting unless the manager names it (``edge_skip_middleware``).
 """
+
+import re
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.httpsredirect import HTTPSRedirectMiddleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from intelligent_cache import CacheManager, MemoryBackend, cache_config
+from intelligent_cache import CacheManager, ConfigurationError, MemoryBackend, cache_config
 from intelligent_cache.testing import FakeClock
 
 BIG = "x" * 2000  # above GZip's minimum size
@@ -23,7 +31,10 @@ def build(edge: bool) -> tuple[FastAPI, dict[str, int]]:
     seen = {"middleware": 0, "items": 0, "guarded": 0}
     app = FastAPI()
     clock = FakeClock()
-    CacheManager(MemoryBackend(clock=clock), clock=clock, edge=edge).init_app(app)
+    # The counting middleware is one a HIT may skip (it only counts): named, or the app would not start.
+    CacheManager(MemoryBackend(clock=clock), clock=clock, edge=edge, edge_skip_middleware=["count_requests"]).init_app(
+        app
+    )
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -72,11 +83,14 @@ async def test_an_edge_hit_skips_the_middleware_and_the_router() -> None:
         hit = await client.get("/items/1")
         assert hit.headers["x-cache"] == "HIT" and hit.json() == first.json()
         assert seen == {"middleware": 1, "items": 1, "guarded": 0}  # neither middleware nor endpoint ran
-        head = await client.head("/items/1")
-        assert head.status_code == 200 and head.content == b"" and head.headers["content-length"]
-        assert seen["middleware"] == 1
+        # Paths are learned per method: the first HEAD is the app's (its route could be a HEAD route of
+        # its own), a HIT all the same; the next one is the edge's.
+        for middleware_runs in (2, 2):
+            head = await client.head("/items/1")
+            assert head.status_code == 200 and head.content == b"" and head.headers["content-length"]
+            assert head.headers["x-cache"] == "HIT" and seen["middleware"] == middleware_runs
         stats = await app.state.intelligent_cache.service().get_stats()
-        assert stats["routes"]["/items/{item_id}"]["hits"] == 2
+        assert stats["routes"]["/items/{item_id}"]["hits"] == 3
 
 
 async def test_without_edge_the_middleware_runs_on_every_hit() -> None:
@@ -182,3 +196,97 @@ async def test_init_app_twice_with_edge_keeps_one_layer() -> None:
     manager.init_app(app)
     manager.init_app(app)
     assert type(app).__mro__[1] is FastAPI
+
+
+# -- middleware the edge would skip -------------------------------------------------------------------------------
+
+
+class RequireToken:
+    """Pure ASGI middleware that refuses requests without ``X-Token``: an edge HIT must never skip it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"x-token" not in dict(scope["headers"]):
+            await JSONResponse({"detail": "no token"}, status_code=401)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def cached_app(**options: object) -> FastAPI:
+    app = FastAPI()
+    CacheManager(MemoryBackend(), edge=True, **options).init_app(app)  # type: ignore[arg-type]
+
+    @app.get("/data")
+    @cache_config(ttl_seconds=60)
+    async def data() -> dict[str, str]:
+        return {"data": "for token holders"}
+
+    return app
+
+
+def test_an_app_with_middleware_the_edge_must_not_skip_refuses_to_start() -> None:
+    app = cached_app()
+    app.add_middleware(RequireToken)
+    with pytest.raises(ConfigurationError, match="RequireToken would not run") as raised, TestClient(app):
+        pass
+    assert "edge_skip_middleware" in str(raised.value) and "edge=False" in str(raised.value)
+
+
+def test_an_app_middleware_function_is_named_in_the_refusal() -> None:
+    app = cached_app()
+
+    @app.middleware("http")
+    async def audit(request: Request, call_next):  # type: ignore[no-untyped-def]
+        return await call_next(request)
+
+    with pytest.raises(ConfigurationError, match=re.escape("audit (an @app.middleware function)")), TestClient(app):
+        pass
+
+
+@pytest.mark.parametrize("named", ["class", "name", "qualified-name"])
+def test_middleware_named_as_safe_to_skip_is_skipped_by_edge_hits(named: str) -> None:
+    skip = {"class": RequireToken, "name": "RequireToken", "qualified-name": "tests.test_edge.RequireToken"}[named]
+    app = cached_app(edge_skip_middleware=[skip])
+    app.add_middleware(RequireToken)
+    with TestClient(app) as client:
+        assert client.get("/data").status_code == 401
+        assert client.get("/data", headers={"X-Token": "t"}).headers["x-cache"] == "MISS"
+        # What the user declared: a HIT skips the middleware.
+        assert client.get("/data").headers["x-cache"] == "HIT"
+
+
+def test_the_middleware_known_to_be_safe_to_skip_needs_no_naming() -> None:
+    app = cached_app()
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["testserver"])
+    app.add_middleware(HTTPSRedirectMiddleware)
+    app.add_middleware(GZipMiddleware)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://front.example"])
+    app.add_middleware(SessionMiddleware, secret_key="s" * 32)
+    with TestClient(app, base_url="https://testserver") as client:
+        assert [client.get("/data").headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+
+
+def test_an_app_class_with_its_own_call_cannot_have_the_edge() -> None:
+    class Gated(FastAPI):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await super().__call__(scope, receive, send)
+
+    with pytest.raises(ConfigurationError, match=re.escape("Gated.__call__")):
+        CacheManager(MemoryBackend(), edge=True).init_app(Gated())
+
+
+def test_edge_skip_middleware_takes_a_list() -> None:
+    with pytest.raises(ConfigurationError, match="list"):
+        CacheManager(edge=True, edge_skip_middleware="RequireToken")
+
+
+def test_what_the_edge_learned_is_forgotten_when_the_routes_change() -> None:
+    app = cached_app()
+    with TestClient(app) as client:
+        assert [client.get("/data").headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        del app.router.routes[-1]
+        assert client.get("/data").status_code == 404
+        app.router.routes = list(app.router.routes)  # a plain list again: watched from now on
+        assert client.get("/data").status_code == 404
