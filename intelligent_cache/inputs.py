@@ -69,8 +69,17 @@ def _field_names(fields: Iterable[Any], *, header: bool) -> Iterator[str]:
         annotation = getattr(field.field_info, "annotation", None)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             for name, info in annotation.model_fields.items():
-                alias = info.alias or (name.replace("_", "-") if header else name)
-                yield alias.lower() if header else alias
+                # Every name FastAPI may read the field under (aliases, alias choices, the field's
+                # own name, with and without convert_underscores): keying one it does not read
+                # only splits the cache, missing one would share it.
+                choices = getattr(info.validation_alias, "choices", None) or [info.validation_alias]
+                spellings = {name, info.alias, *(choice for choice in choices if isinstance(choice, str))}
+                for spelling in filter(None, spellings):
+                    if header:
+                        yield spelling.lower()
+                        yield spelling.replace("_", "-").lower()
+                    else:
+                        yield spelling
         else:
             yield str(field.alias).lower() if header else str(field.alias)
 
@@ -88,6 +97,8 @@ class RouteInputs:
         opaque_security: a security scheme whose inputs are unknown: every
             request counts as credentialed unless the key covers identity.
         has_dependencies: the route has dependencies that must run on a HIT.
+        body: the declared request body parameters (``Body``, ``Form``, ``File``)
+            anywhere in the tree, which no key can cover.
     """
 
     headers: frozenset[str] = frozenset()
@@ -97,6 +108,7 @@ class RouteInputs:
     credential_queries: frozenset[str] = frozenset()
     opaque_security: bool = False
     has_dependencies: bool = False
+    body: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, dependant: Any) -> "RouteInputs":
@@ -106,13 +118,17 @@ class RouteInputs:
         credential_cookies: set[str] = set()
         credential_queries: set[str] = set()
         opaque = False
+        body: list[str] = []
         stack = [dependant]
         while stack:
             current = stack.pop()
+            body.extend(str(field.alias) for field in current.body_params)
             headers.update(_field_names(current.header_params, header=True))
             cookies.update(_field_names(current.cookie_params, header=False))
             scheme = current.call
-            if isinstance(scheme, APIKeyBase):
+            if isinstance(scheme, SecurityBase) and not _fastapis_own_call(scheme):
+                opaque = True  # a scheme of its own making may read anything
+            elif isinstance(scheme, APIKeyBase):
                 place, name = str(getattr(scheme.model.in_, "value", scheme.model.in_)), scheme.model.name
                 if place == "header":
                     credential_headers.add(name.lower())
@@ -135,6 +151,7 @@ class RouteInputs:
             credential_queries=frozenset(credential_queries),
             opaque_security=opaque,
             has_dependencies=bool(dependant.dependencies),
+            body=tuple(dict.fromkeys(body)),
         )
 
     def plan(self, config: CacheConfig, *, where: str) -> "VaryPlan":
@@ -148,6 +165,12 @@ class RouteInputs:
 
 def _reads_authorization(scheme: SecurityBase) -> bool:
     return isinstance(scheme, HTTPBase | OAuth2 | OpenIdConnect)
+
+
+def _fastapis_own_call(scheme: SecurityBase) -> bool:
+    """Whether the scheme reads its input with FastAPI's code (not a subclass's own ``__call__``)."""
+    owner = next((cls for cls in type(scheme).__mro__ if "__call__" in vars(cls)), object)
+    return owner.__module__.startswith("fastapi.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +209,12 @@ class VaryPlan:
         sources += [VarySource("header", name) for name in sorted(inputs.headers) if f"header.{name}" not in labels]
         sources += [VarySource("cookie", name) for name in sorted(inputs.cookies) if f"cookie.{name}" not in labels]
         state = any(source.kind == "state" for source in sources)
+        if inputs.body:
+            raise ConfigurationError(
+                f"{where}: the route reads a request body ({', '.join(inputs.body)}), which no cache key "
+                "covers, so requests with different bodies would share one entry: read the inputs from the "
+                "query string, or drop @cache_config"
+            )
         if state and config.skip_dependencies_on_hit:
             raise ConfigurationError(
                 f"{where}: vary_by reads request.state, which only dependencies set, but "

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, FastAPI, HTTPException, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
@@ -495,3 +495,30 @@ def test_a_correctly_wired_app_logs_no_warning(caplog: pytest.LogCaptureFixture)
         client.post("/v1/things")
         assert x_cache(client.get("/v1/things")) == "MISS"
     assert cache_warnings(caplog) == []
+
+
+@pytest.mark.parametrize("where", ["endpoint", "dependency"])
+def test_a_cached_get_that_reads_a_request_body_is_a_configuration_error(where: str) -> None:
+    """No key covers a body: two callers sending different ones would share an entry."""
+    app, _ = new_app()
+
+    def owner_of(owner: str = Body(embed=True)) -> str:
+        return owner
+
+    with pytest.raises(ConfigurationError, match="reads a request body \\(owner\\)"):
+        if where == "endpoint":
+
+            @app.get("/search")
+            @cache_config(ttl_seconds=60)
+            def search(owner: str = Body(embed=True)) -> dict[str, str]:
+                return {"results_of": owner}
+
+        else:
+
+            @app.get("/search")
+            @cache_config(ttl_seconds=60)
+            def search_with_dependency(owner: str = Depends(owner_of)) -> dict[str, str]:
+                return {"results_of": owner}
+
+        with TestClient(app):
+            pass
