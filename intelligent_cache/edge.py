@@ -79,8 +79,11 @@ class EdgeRoutes:
 
     def learn(self, method: str, host: bytes, path: str, state: RouteState, path_params: dict[str, Any]) -> None:
         where = (method, host, path)
-        if len(path) + len(host) <= 1024 and self._routes.peek(where) is None:
-            self._routes.put(where, (state, dict(path_params)), len(path) + len(host) + ENTRY_OVERHEAD)
+        size = len(path) + len(host)
+        if size <= 1024 and self._routes.peek(where) is None:
+            # The path parameters are held too: a str of each name and value, about 100 bytes besides.
+            size += sum(len(str(name)) + len(str(value)) + 100 for name, value in path_params.items())
+            self._routes.put(where, (state, dict(path_params)), size + ENTRY_OVERHEAD)
 
     def get(self, method: str, host: bytes, path: str) -> tuple[RouteState, dict[str, Any]] | None:
         return self._routes.get((method, host, path))

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from ._types import Header
 from .config import HEURISTIC_STATUSES, CacheConfig
 from .entry import CachedResponse
-from .fields import parse_http_date, targeted_directives
+from .fields import DEFAULT_TARGETS, delta_seconds, parse_http_date, targeted_directives
 from .policy import etag_matches, response_vary
 from .rfc9111 import (
     content_range,
@@ -70,19 +70,33 @@ class Rules:
 
 
 def _seconds(directives: dict[str, str | None], name: str) -> float:
-    argument = directives.get(name)
-    return float(argument) if argument is not None and argument.isdigit() else 0.0
+    # Delta-seconds like every other: ASCII digits, at most 2**31 (an endless window would never expire).
+    return float(delta_seconds(directives.get(name)) or 0)
 
 
-@functools.lru_cache(maxsize=256)
+# The fields the stale rules are read from, and the most of them a memoized rule is keyed by.
+_RULE_FIELDS = frozenset({b"cache-control", *DEFAULT_TARGETS})
+_MEMOIZED_RULE_BYTES = 1024
+
+
 def rules(headers: tuple[Header, ...]) -> Rules:
-    """The stale rules of a stored response (memoized: a hot entry is read once)."""
-    directives, _ = targeted_directives(headers)
+    """The stale rules of a stored response (memoized by its directive fields: a hot entry is read once)."""
+    fields = tuple(pair for pair in headers if pair[0] in _RULE_FIELDS)
+    if sum(len(value) for _, value in fields) > _MEMOIZED_RULE_BYTES:
+        return _rules(fields)
+    return _memoized_rules(fields)
+
+
+def _rules(fields: tuple[Header, ...]) -> Rules:
+    directives, _ = targeted_directives(fields)
     return Rules(
         forbids_stale=any(name in directives for name in _NEVER_STALE),
         stale_while_revalidate=_seconds(directives, "stale-while-revalidate"),
         stale_if_error=_seconds(directives, "stale-if-error"),
     )
+
+
+_memoized_rules = functools.lru_cache(maxsize=256)(_rules)
 
 
 def _has_validator(headers: Any) -> bool:

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from ._types import Header
 from .config import CacheConfig, VarySource
 from .exceptions import ConfigurationError
-from .keys import CREDENTIAL_HEADERS, looks_secret
+from .keys import CREDENTIAL_HEADERS, MEMOIZED_NAME_LENGTH, looks_secret
 
 __all__ = ["RouteInputs", "SensitiveNames", "VaryPlan"]
 
@@ -58,10 +58,16 @@ class SensitiveNames:
         return max(1, len(self._names))
 
 
-@functools.lru_cache(maxsize=4096)
 def _looks_secret_label(label: str) -> bool:
-    # "header.x-api-key" is judged by its name part.
+    # "header.x-api-key" is judged by its name part; client-sent names may be long: memoize short ones only.
+    return _judge_label(label) if len(label) > MEMOIZED_NAME_LENGTH else _judged_label(label)
+
+
+def _judge_label(label: str) -> bool:
     return looks_secret(label.rpartition(".")[2])
+
+
+_judged_label = functools.lru_cache(maxsize=4096)(_judge_label)
 
 
 def _field_names(fields: Iterable[Any], *, header: bool) -> Iterator[str]:

@@ -46,7 +46,8 @@ How:
   :func:`extend_key` past 512 characters appends ``~v`` and a hash of its
   parts; a method or prefix longer than 64 characters becomes ``h~`` and a
   hash, since a key may not start with ``~``; a path that does not start
-  with ``/`` gets a ``~n`` part before its segments.
+  with ``/`` gets a ``~n`` part before its segments; a query keyed byte for
+  byte (``exact_query``) is one ``~q`` part.
 
 A sensitive value keys the same under the same ``secret`` and differently
 under another, so every process sharing a backend needs the same secret to
@@ -68,7 +69,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable
 from operator import itemgetter
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from .exceptions import ConfigurationError
 
@@ -147,7 +148,6 @@ Encoder = Callable[[str, str], str]
 _name_of = itemgetter(0)
 
 
-@functools.lru_cache(maxsize=4096)
 def looks_secret(name: str) -> bool:
     """Whether a header, query parameter or cookie name conventionally carries a credential.
 
@@ -156,8 +156,20 @@ def looks_secret(name: str) -> bool:
     in the key, a false negative writes a credential into it. ``page``,
     ``sort``, ``lang``, ``q`` and ``limit`` are not secret.
     """
+    # Names come from clients: only short ones are memoized, so the memo stays small.
+    return _judge_name(name) if len(name) > MEMOIZED_NAME_LENGTH else _judged_name(name)
+
+
+# Names longer than this are judged every time rather than memoized.
+MEMOIZED_NAME_LENGTH = 64
+
+
+def _judge_name(name: str) -> bool:
     folded = unicodedata.normalize("NFKC", name).casefold()
     return folded in CREDENTIAL_HEADERS or _SECRET_WORD.search(folded) is not None
+
+
+_judged_name = functools.lru_cache(maxsize=4096)(_judge_name)
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -228,6 +240,15 @@ def _make_encoder(secret: bytes | None, sensitive: Collection[str]) -> Encoder:
 _memoized_encoder = functools.lru_cache(maxsize=256)(_make_encoder)
 
 
+def _exact_query(raw: str, encode: Encoder) -> str:
+    """The raw query escaped, or the keyed digest of all of it if one of its names is sensitive."""
+    for part in raw.split("&"):
+        name = unquote_plus(part.partition("=")[0])
+        if encode(name, "").startswith("~h"):  # the encoder digests this name's values
+            return encode(name, raw)
+    return _part(raw)
+
+
 def path_segments(path: str) -> list[str]:
     """Escaped key parts of a path, one per segment (empty segments kept).
 
@@ -278,9 +299,10 @@ def build_key(
             parameter names (``"api_key"``) whose values the key carries as
             ``~h`` and a keyed digest: a name is sensitive if it is ``in``
             the collection, or if the collection lists it in another case.
-        exact_query: key the query string byte for byte (one ``?`` part) instead
+        exact_query: key the query string byte for byte (one ``~q`` part) instead
             of as the endpoint reads it: what a proxy forwards is the target as
-            sent. Its values are then never digested, whatever ``sensitive`` says.
+            sent. If any of its names is sensitive, the part is a keyed digest
+            of the whole query.
 
     Raises:
         ConfigurationError: (a ``ValueError``) ``sensitive`` is not empty and
@@ -293,7 +315,7 @@ def build_key(
     segments = path_segments(path)
     if exact_query:
         raw = query_string.decode("latin-1") if isinstance(query_string, bytes) else query_string
-        rest = ["?" + _part(raw)] if raw else []
+        rest = ["~q" + _exact_query(raw, encode)] if raw else []
     else:
         rest = [f"{_part(name)}={encode(name, value)}" for name, value in canonical_query(query_string)]
     for label, value in vary:
@@ -383,8 +405,8 @@ def counter_name(kind: str, segments: Iterable[str]) -> str:
 
 
 def tag_counter_name(tag: str) -> str:
-    """The invalidation counter of ``tag``."""
-    return _TAG_COUNTER + escape(tag)
+    """The invalidation counter of ``tag`` (a tag longer than 64 escaped characters is hashed)."""
+    return _TAG_COUNTER + _part(tag)
 
 
 def fill_lock_name(key: str, generations: Iterable[int]) -> str:

@@ -106,11 +106,17 @@ class ReadContext:
     served: bool = False
     outcome: Outcome = Outcome.SKIP
     started: float = field(default_factory=time.perf_counter)
+    joined: dict[str, str] | None = None  # the request's header lines joined per name, once read
 
     def header(self, name: str) -> str | None:
         """Every line of a request header, joined as one field value; ``None`` if absent."""
-        values = self.request.headers.getlist(name)
-        return ", ".join(values) if values else None
+        joined = self.joined
+        if joined is None:  # once per request: a wide Vary reads many names of many lines
+            lines: dict[str, list[str]] = {}
+            for key, value in self.request.scope["headers"]:
+                lines.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
+            joined = self.joined = {key: ", ".join(values) for key, values in lines.items()}
+        return joined.get(name.lower())
 
     def variant(self, names: tuple[str, ...]) -> str:
         """This request's key under a response that varies on ``names``."""

@@ -32,6 +32,7 @@ logger = logging.getLogger("intelligent_cache")
 # each memo holds at most this many bytes of inputs and results.
 _MEMO_INPUT_LIMIT = 1024
 _MEMO_BYTES = 256 * 1024
+_STR_OVERHEAD = 49  # what a str costs besides its characters
 
 
 class RouteState:
@@ -128,10 +129,13 @@ class RouteState:
                 sensitive=self._plan.sensitive,
                 exact_query=exact,
             )
-            found = (origin, key, *self.counters(path, scope.get("path_params", {})))
+            tags, counters = self.counters(path, scope.get("path_params", {}))
+            found = (origin, key, tags, counters)
             cost = len(target) + len(query) + len(host)
             if cost <= _MEMO_INPUT_LIMIT:
-                self._names.put(memo_key, found, cost + len(origin) + len(key) + ENTRY_OVERHEAD)
+                # The tags and counters too: the counters memo may drop them while this one holds them.
+                held = sum(len(name) + _STR_OVERHEAD for name in (*tags, *counters))
+                self._names.put(memo_key, found, cost + len(origin) + len(key) + held + ENTRY_OVERHEAD)
         return found
 
     def counters(self, path: str, params: dict[str, Any]) -> tuple[tuple[str, ...], list[str]]:
@@ -143,7 +147,8 @@ class RouteState:
             tags = tuple(fill(tag, params) for tag in self._config.tags)
             found = (tags, generation_keys(path, tags))
             if len(path) <= _MEMO_INPUT_LIMIT:
-                self._counters.put(path, found, len(path) + sum(len(name) for name in found[1]) + ENTRY_OVERHEAD)
+                held = sum(len(name) + _STR_OVERHEAD for name in (*found[0], *found[1]))
+                self._counters.put(path, found, len(path) + held + ENTRY_OVERHEAD)
         return found
 
     def warn_once(self, code: str, message: str) -> None:

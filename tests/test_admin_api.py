@@ -1033,7 +1033,7 @@ def admin_routes(app: FastAPI, prefix: str) -> list[Any]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{key:path}", "GET:items")
+    return path.replace("{key:cache_key}", "GET:items")
 
 
 def dependency_calls(route: Any) -> set[Callable[..., Any]]:
@@ -1049,8 +1049,8 @@ def dependency_calls(route: Any) -> set[Callable[..., Any]]:
 
 EXPECTED_ADMIN_ROUTES = {
     ("GET", "/keys"),
-    ("GET", "/keys/{key:path}"),
-    ("DELETE", "/keys/{key:path}"),
+    ("GET", "/keys/{key:cache_key}"),
+    ("DELETE", "/keys/{key:cache_key}"),
     ("POST", "/clear"),
     ("POST", "/invalidate"),
     ("GET", "/stats"),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import anyio
 from fastapi import APIRouter, Body, HTTPException, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from ..backends.base import CacheBackend
 from ..backends.failopen import describe_error
@@ -49,6 +50,15 @@ from .options import AdminOptions
 
 if TYPE_CHECKING:  # the manager imports this module
     from ..manager import CacheManager
+
+
+class _KeyConvertor(PathConvertor):
+    """A cache key in a URL: like ``path``, newlines included (a key set by hand may hold any character)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("cache_key", _KeyConvertor())
 
 __all__ = ["admin_router"]
 
@@ -282,7 +292,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
         return result
 
     @router.get(
-        "/keys/{key:path}",
+        "/keys/{key:cache_key}",
         response_model=KeyDetail,
         response_model_exclude_unset=True,
         responses={404: NOT_FOUND, 503: UNAVAILABLE},
@@ -323,7 +333,7 @@ def admin_router(manager: "CacheManager", options: AdminOptions | None = None) -
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in entry.headers],
         }
 
-    @router.delete("/keys/{key:path}", response_model=DeleteResult, responses={404: NOT_FOUND, 503: UNAVAILABLE})
+    @router.delete("/keys/{key:cache_key}", response_model=DeleteResult, responses={404: NOT_FOUND, 503: UNAVAILABLE})
     @_NOT_A_WRITE
     async def delete_key(key: KeyPath) -> dict[str, Any]:
         """Delete one entry; 404 if absent."""

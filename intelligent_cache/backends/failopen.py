@@ -19,7 +19,7 @@ import anyio
 
 from ..entry import CachedResponse, VaryIndex, decode, encode
 from ..exceptions import CorruptEntryError
-from ..lru import BoundedLRU
+from ..lru import ENTRY_OVERHEAD, BoundedLRU
 from ..stats import CacheStats
 from ..tasks import Background
 from .base import CacheBackend
@@ -32,6 +32,7 @@ logger = logging.getLogger("intelligent_cache")
 # bytes of them in all (each costs about twice its size: the bytes and the entry).
 _DECODED_MAX_SIZE = 64 * 1024
 _DECODED_MAX_BYTES = 1024 * 1024
+_HEADER_COST = 160  # a decoded header line: its tuple and two bytes objects
 # Failed invalidations kept for replay, and how often the replay is tried.
 _MAX_PENDING = 10_000
 _REPLAY_INTERVAL = 0.25
@@ -199,7 +200,9 @@ class FailOpenBackend:
             return None
         # Only immutable results are shared; plain values (lists, dicts) are decoded each time.
         if len(raw) <= _DECODED_MAX_SIZE and isinstance(decoded, CachedResponse | VaryIndex):
-            self._decoded.put(raw, decoded, len(raw))
+            # What it keeps: the raw bytes, the decoded copy of them, and an object per header line.
+            cost = 2 * len(raw) + ENTRY_OVERHEAD + _HEADER_COST * len(getattr(decoded, "headers", ()))
+            self._decoded.put(raw, decoded, cost)
         return decoded
 
     async def store(

@@ -11,7 +11,7 @@ from ..lru import ENTRY_OVERHEAD, BoundedLRU
 from .base import CacheBackend, new_generation
 
 __all__ = ["ENTRY_OVERHEAD", "MemoryBackend"]
-# Rough cost of one counter (key string, int, ordered-dict node).
+# Rough cost of one counter besides its name (the str and int objects, the ordered-dict node).
 GENERATION_COST = 200
 
 
@@ -58,9 +58,12 @@ class MemoryBackend(CacheBackend):
         self._hits: dict[str, int] = {}
         # Counters live apart from entries, in an LRU of their own. Losing one is
         # safe (a missing counter reads as a miss), so a bound is enough: as many
-        # counters as entries, and at most an eighth of max_bytes for them.
+        # counters as entries, and at most an eighth of max_bytes for them (names
+        # included: a tag filled from a path parameter may be long).
         self._generations: OrderedDict[str, int] = OrderedDict()
         self._max_generations = max(64, min(max_entries, max_bytes // 8 // GENERATION_COST))
+        self._max_generation_bytes = max(64 * GENERATION_COST, max_bytes // 8)
+        self._generation_bytes = 0
 
     @property
     def size_bytes(self) -> int:
@@ -116,8 +119,12 @@ class MemoryBackend(CacheBackend):
         value = generations.get(name)
         if value is None:
             value = generations[name] = new_generation()
-            if len(generations) > self._max_generations:
-                generations.popitem(last=False)
+            self._generation_bytes += len(name) + GENERATION_COST
+            while len(generations) > 1 and (
+                len(generations) > self._max_generations or self._generation_bytes > self._max_generation_bytes
+            ):
+                oldest, _ = generations.popitem(last=False)
+                self._generation_bytes -= len(oldest) + GENERATION_COST
         else:
             generations.move_to_end(name)
         return value
@@ -166,6 +173,7 @@ class MemoryBackend(CacheBackend):
             self._sequence.clear()
             self._hits.clear()
             self._generations.clear()
+            self._generation_bytes = 0
             return count
         regex = compile_glob(pattern)
         matched = [key for key in self._data if regex.fullmatch(key)]
@@ -173,4 +181,5 @@ class MemoryBackend(CacheBackend):
             self._remove(key)
         for name in [name for name in self._generations if regex.fullmatch(name)]:
             del self._generations[name]
+            self._generation_bytes -= len(name) + GENERATION_COST
         return sum(1 for key in matched if not is_internal(key))
