@@ -22,6 +22,7 @@ from .freshness import decide
 from .outcome import Outcome, age_field, count, hit_marks
 from .policy import RequestDirectives
 from .routestate import RouteState
+from .scope import authenticated
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -70,6 +71,8 @@ async def find_hit(
     config = settings[0]
     secret = manager.io.known_secret
     if secret is None:
+        return None
+    if "user" in scope and authenticated(scope):  # AuthenticationMiddleware read a credential
         return None
     bail = route.edge_headers if edge else route.fast_path_headers
     host: bytes | None = None

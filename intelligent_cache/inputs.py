@@ -129,6 +129,8 @@ class RouteInputs:
         while stack:
             current = stack.pop()
             body.extend(str(field.alias) for field in current.body_params)
+            # A header model that allows extra fields is handed every header: no key can cover them.
+            opaque = opaque or any(_allows_extra(field) for field in current.header_params)
             headers.update(_field_names(current.header_params, header=True))
             cookies.update(_field_names(current.cookie_params, header=False))
             scheme = current.call
@@ -171,6 +173,15 @@ class RouteInputs:
 
 def _reads_authorization(scheme: SecurityBase) -> bool:
     return isinstance(scheme, HTTPBase | OAuth2 | OpenIdConnect)
+
+
+def _allows_extra(field: Any) -> bool:
+    annotation = getattr(field.field_info, "annotation", None)
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and annotation.model_config.get("extra") == "allow"
+    )
 
 
 def _fastapis_own_call(scheme: SecurityBase) -> bool:

@@ -17,6 +17,7 @@ set by a dependency (``request.state.user_id``) is always read after it is set.
 """
 
 import enum
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -42,7 +43,7 @@ from .outcome import Outcome, age_field, mark
 from .policy import RequestDirectives, etag_matches, must_revalidate
 from .refresh import REFRESH_FLAG, refresh_later
 from .routestate import RouteState
-from .scope import manager_from_scope, origin_of
+from .scope import authenticated, manager_from_scope, origin_of
 from .storing import Basis, Storable, storable
 
 if TYPE_CHECKING:
@@ -106,17 +107,22 @@ class ReadContext:
     served: bool = False
     outcome: Outcome = Outcome.SKIP
     started: float = field(default_factory=time.perf_counter)
-    joined: dict[str, str] | None = None  # the request's header lines joined per name, once read
+    lines: dict[str, list[str]] | None = None  # the request's header lines per name, once read
+    session: str | None = None  # the session as the request brought it (SessionMiddleware), to see it written
 
-    def header(self, name: str) -> str | None:
-        """Every line of a request header, joined as one field value; ``None`` if absent."""
-        joined = self.joined
-        if joined is None:  # once per request: a wide Vary reads many names of many lines
-            lines: dict[str, list[str]] = {}
+    def header(self, name: str, separator: str = ", ") -> str | None:
+        """Every line of a request header, joined as one field value; ``None`` if absent.
+
+        A key joins them with ``separator="\n"``, which no line holds: one line
+        ``a, b`` and two lines ``a`` and ``b`` are different requests to FastAPI.
+        """
+        lines = self.lines
+        if lines is None:  # once per request: a wide Vary reads many names of many lines
+            lines = self.lines = {}
             for key, value in self.request.scope["headers"]:
                 lines.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
-            joined = self.joined = {key: ", ".join(values) for key, values in lines.items()}
-        return joined.get(name.lower())
+        values = lines.get(name.lower())
+        return None if values is None else separator.join(values)
 
     def variant(self, names: tuple[str, ...]) -> str:
         """This request's key under a response that varies on ``names``."""
@@ -161,7 +167,9 @@ async def read_through(route: RouteState, request: Request, handler: Handler) ->
         directives, credentials, origin = PLAIN, False, early.origin
     else:
         directives = RequestDirectives.parse(scope["headers"])
-        credentials = plan.credentialed(scope["headers"], lambda: request.cookies)
+        credentials = plan.credentialed(scope["headers"], lambda: request.cookies) or (
+            not plan.identity and authenticated(scope)
+        )
         origin = origin_of(scope)
     revalidate = (directives.revalidate and manager.honor_request_no_cache) or bool(scope.get(REFRESH_FLAG))
     ctx = ReadContext(
@@ -175,6 +183,8 @@ async def read_through(route: RouteState, request: Request, handler: Handler) ->
         revalidate=revalidate,
         origin=origin,
     )
+    if "session" in scope:
+        ctx.session = _session_state(scope["session"])
     token = ACTIVE.set(ctx)
     try:
         if directives.no_store:
@@ -307,6 +317,13 @@ def _ask_to_validate(ctx: ReadContext, entry: CachedResponse) -> None:
     request.__dict__.pop("_headers", None)  # Starlette's cached view of the old list
 
 
+def _session_state(session: Any) -> str:
+    try:
+        return json.dumps(session, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # keys json cannot sort, a cycle: compare what repr says
+        return repr(session)
+
+
 async def _build_key(ctx: ReadContext) -> bool:
     """Key, tags and counters of the request; ``False`` (with ``ctx.skip`` set) if it has none."""
     vary: list[tuple[str, str | None]] = []
@@ -324,7 +341,7 @@ async def _build_key(ctx: ReadContext) -> bool:
                 return False
             vary.append((source.label, str(value.value if isinstance(value, enum.Enum) else value)))
         elif source.kind == "header":
-            vary.append((source.label, ctx.header(source.name)))
+            vary.append((source.label, ctx.header(source.name, "\n")))
         else:
             vary.append((source.label, ctx.request.cookies.get(source.name)))
     if ctx.manager.key_by_host:
@@ -394,6 +411,10 @@ async def conclude(ctx: ReadContext, response: Response) -> Response:
 def _storable(ctx: ReadContext, response: Response) -> Storable | str:
     """The storing decision of the route's mode."""
     manager, scope = ctx.manager, ctx.request.scope
+    if ctx.session is not None and _session_state(scope.get("session")) != ctx.session:
+        # Written while serving (a CSRF token, a visit count): the session cookie it goes with is
+        # added outside the cache, so a stored copy would hand this visitor's data to the next.
+        return "session-written"
     basis = Basis(
         stored_at=ctx.stored_at,
         generations=tuple(ctx.generations or ()),

@@ -14,7 +14,15 @@ from starlette.types import Scope
 if TYPE_CHECKING:
     from .manager import CacheManager
 
-__all__ = ["CURRENT_MANAGER", "STATE_ATTRIBUTE", "AttachedCache", "manager_from_scope", "origin_of", "remember_manager"]
+__all__ = [
+    "CURRENT_MANAGER",
+    "STATE_ATTRIBUTE",
+    "AttachedCache",
+    "authenticated",
+    "manager_from_scope",
+    "origin_of",
+    "remember_manager",
+]
 
 #: The manager of the request being served (set by ``init_app``'s middleware) or of a
 #: :func:`~intelligent_cache.use_cache` block: what ``@cached`` functions use.
@@ -55,3 +63,9 @@ def origin_of(scope: Scope, host: bytes | None = None) -> str:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}".encode() if server else b""
     return f"{scope.get('scheme', 'http')}://{host.decode('latin-1').lower()}"
+
+
+def authenticated(scope: Scope) -> bool:
+    """Whether Starlette's ``AuthenticationMiddleware`` authenticated the request (from whatever it read)."""
+    user = scope.get("user")
+    return user is not None and getattr(user, "is_authenticated", False) is True

@@ -75,12 +75,13 @@ def storable(
     if refusal is not None:
         return refusal
     ttl = config.ttl_seconds or default_ttl
-    if config.ttl_from_headers:
+    if config.ttl_from_headers or credentials:
+        # A response to credentials is shared only as it says (RFC 9111 section 3.5), for no longer than it says.
         declared = response_ttl(headers)
         if declared is not None:
             if declared <= 0:
                 return "not-reusable"
-            ttl = declared
+            ttl = declared if config.ttl_from_headers else min(ttl, declared)
     vary = response_vary(headers)
     if vary is None:
         return "vary-star"
