@@ -1,15 +1,34 @@
 """A circuit breaker for backends that talk to a server."""
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from ..exceptions import BackendUnavailable, ConfigurationError
 
-__all__ = ["CircuitBreaker"]
+__all__ = ["CircuitBreaker", "probing"]
 
 logger = logging.getLogger("intelligent_cache")
+
+_PROBING: ContextVar[bool] = ContextVar("intelligent_cache_probing", default=False)
+
+
+@contextlib.contextmanager
+def probing() -> Iterator[None]:
+    """Calls made inside go through an open breaker (and close it when they succeed).
+
+    For the replay of failed invalidations: it already runs at most once per
+    interval, and every lookup of the process waits for it, so holding it back
+    until ``recovery_timeout`` would only keep pre-write data around longer.
+    """
+    token = _PROBING.set(True)
+    try:
+        yield
+    finally:
+        _PROBING.reset(token)
 
 
 class CircuitBreaker:
@@ -49,7 +68,7 @@ class CircuitBreaker:
 
     def before_call(self) -> None:
         """Raise :class:`BackendUnavailable` if the call must not be made."""
-        if self.state == "closed":
+        if self.state == "closed" or _PROBING.get():
             return
         if self.state == "open" and self._clock() - self.opened_at >= self.recovery_timeout:
             self.state = "half-open"

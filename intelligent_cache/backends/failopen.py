@@ -23,6 +23,7 @@ from ..lru import ENTRY_OVERHEAD, BoundedLRU
 from ..stats import CacheStats
 from ..tasks import Background
 from .base import CacheBackend
+from .breaker import probing
 
 __all__ = ["FailOpenBackend", "describe_error"]
 
@@ -270,6 +271,10 @@ class FailOpenBackend:
 
     async def _land_pending(self) -> None:
         """Land every invalidation that failed earlier (raises if the backend still fails)."""
+        with probing():  # through an open breaker: the sooner they land, the sooner reads are right
+            await self._land_pending_now()
+
+    async def _land_pending_now(self) -> None:
         if self._pending_overflow:
             await self.backend.clear()
             self._pending_overflow = False
