@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -102,13 +103,17 @@ def node_cursor(cursor: Any) -> int:
     return int(cursor)
 
 
+# What a counter (or a count) holds: a decimal int64, nothing else. int() would also take
+# " 12 ", "1_2" and "+12", garbage that then never gets repaired.
+_NUMBER = re.compile(rb"-?[0-9]{1,19}")
+
+
 def _generation(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes) and _NUMBER.fullmatch(value):
         return int(value)
-    except (TypeError, ValueError):
-        return None
+    return None
 
 
 def answered(exc: BaseException) -> bool:
@@ -318,7 +323,11 @@ class RedisBase(CacheBackend):
                 for name in generation_keys:
                     # GT: only ever lengthens (another entry may need it longer). An absent
                     # counter (bumped, expired) stays absent: its next value will be new.
-                    pipe.pexpire(self._physical(name), keep, gt=True)
+                    # GT takes a counter without a deadline (written by something else)
+                    # for one that never ends: NX gives it one.
+                    physical = self._physical(name)
+                    pipe.pexpire(physical, keep, nx=True)
+                    pipe.pexpire(physical, keep, gt=True)
                 await pipe.execute()
 
         await self._guard(run)
