@@ -81,6 +81,11 @@ MIN_SECRET_BYTES = 16
 CLOSE_PATIENCE = 5.0
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+# Take over a lock that has no deadline (never one of the cache's): garbage.
+_TAKE_ENDLESS = (
+    "if redis.call('pttl', KEYS[1]) == -1 then "
+    "redis.call('del', KEYS[1]) return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) and 1 end return 0"
+)
 # Replace a secret that is not a usable string, atomically, and return the one that holds.
 _REPAIR_SECRET = """
 if redis.call('type', KEYS[1])['ok'] == 'string' then
@@ -526,7 +531,12 @@ class RedisBase(CacheBackend):
     async def acquire_lock(self, name: str, ttl: float) -> str | None:
         token = secrets.token_hex(8)
         milliseconds = max(1, int(ttl * 1000))
-        taken = await self._guard(lambda: self._client.set(self._physical(name), token, px=milliseconds, nx=True))
+        physical = self._physical(name)
+        taken = await self._guard(lambda: self._client.set(physical, token, px=milliseconds, nx=True))
+        if not taken:
+            # Held, or garbage: the cache's locks always expire, so one without a deadline
+            # (of any type) would keep the key from being stored for as long as it lives.
+            taken = await self._guard(lambda: self._client.eval(_TAKE_ENDLESS, 1, physical, token, milliseconds))
         return token if taken else None
 
     async def release_lock(self, name: str, token: str) -> None:
