@@ -183,9 +183,14 @@ class CachedFunction:
             arguments = {"key": chosen(*args, **kwargs)}
         return function_key(self._settings.name, arguments)
 
-    def _counters(self, arguments: Mapping[str, Any]) -> list[str]:
+    def _counters(self, arguments: Mapping[str, Any], key: str) -> list[str]:
         tags = [tag.format_map({name: str(value) for name, value in arguments.items()}) for tag in self._settings.tags]
-        return [counter_name("f", [escape(self._settings.name)]), *tag_keys(tags)]
+        return [counter_name("f", [escape(self._settings.name)]), self._call_counter(key), *tag_keys(tags)]
+
+    def _call_counter(self, key: str) -> str:
+        """The counter of one call's entry: ``invalidate(...)`` bumps it."""
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return counter_name("c", [escape(self._settings.name), digest])
 
     def _warn(self, code: str, message: str) -> None:
         if code not in self._warned:
@@ -214,7 +219,7 @@ class CachedFunction:
             return await compute()
         arguments = self._bind(args, kwargs)
         key = self.key_of(*args, **kwargs)
-        counters = self._counters(arguments)
+        counters = self._counters(arguments, key)
         raw, generations = await manager.io.lookup(key, counters)
         found = self._read(manager, raw, generations)
         if found is not _MISSING:
@@ -288,9 +293,16 @@ class CachedFunction:
         return f"@cached {self._settings.name}"
 
     async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
-        """Drop the entry of one call; ``True`` if there was one."""
+        """Invalidate the entry of one call (a counter bump, like a write's).
+
+        A computation of that call already under way cannot store its result for
+        later calls. ``True`` once it landed; ``False`` if the backend failed (it is
+        retried in the background, and this process reads nothing until it lands).
+        """
         manager = self._manager()
-        return bool(manager is not None and await manager.io.backend.delete(self.key_of(*args, **kwargs)))
+        if manager is None:
+            return False
+        return await manager.io.invalidate([self._call_counter(self.key_of(*args, **kwargs))])
 
     async def invalidate_all(self) -> None:
         """Drop every entry of this function (one counter bump, whatever their number)."""
