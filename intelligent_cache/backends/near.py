@@ -217,12 +217,24 @@ class NearCache(Direct):
         delay = 0.05
         while True:
             pubsub = client.pubsub()
+            # A connection can die without a word (a NAT or load balancer forgetting it): when
+            # it has been silent this long, PING it; no PONG as long again means it is down.
+            silence = max(0.05, min(1.0, self.max_staleness / 4))
+            loop = asyncio.get_running_loop()
             try:
                 await pubsub.subscribe(channel)
+                heard, pinged = loop.time(), None
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=silence)
+                    now = loop.time()
                     if message is None:
+                        if pinged is not None and now - pinged > silence:
+                            raise ConnectionError("the subscription stopped answering PING")
+                        if pinged is None and now - heard > silence:
+                            await pubsub.ping()
+                            pinged = now
                         continue
+                    heard, pinged = now, None
                     if message["type"] == "subscribe":
                         # Whatever was held may have missed messages while unsubscribed.
                         self.drop_all()
