@@ -5,7 +5,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ..exceptions import BackendUnavailable, ConfigurationError
+from ..exceptions import ConfigurationError
 from ..globs import compile_glob
 from ..keys import is_internal, slot_tag
 from ._redis_common import (
@@ -18,7 +18,6 @@ from ._redis_common import (
     RedisConnectionError,
     ResponseError,
     Retry,
-    answered,
     node_cursor,
 )
 
@@ -80,7 +79,6 @@ class RedisClusterBackend(RedisBase):
         self._timeouts = (socket_timeout, socket_connect_timeout)
         self._initialized = False
         self._initializing = asyncio.Lock()
-        self._stale_topology = False  # a call failed to reach a node: rediscover before the next one
         if client is not None:
             self._client = client
             return
@@ -131,24 +129,7 @@ class RedisClusterBackend(RedisBase):
         self._follow_loop()  # before discovery: a new loop's client discovers the cluster itself
         if not self._initialized:
             await self._initialize()
-        elif self._stale_topology:
-            await self._rediscover()
-        try:
-            return await super()._guard(call)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:
-            if not answered(exc):
-                # A primary may be gone and a replica promoted: redis-py refreshes its slot map
-                # after a failed command, but not after a failed pipeline or lookup.
-                self._stale_topology = True
-            raise
-
-    async def _rediscover(self) -> None:
-        async with self._initializing:
-            if self._stale_topology:
-                await super()._guard(self._client.nodes_manager.initialize)
-                self._stale_topology = False
+        return await super()._guard(call)
 
     async def _initialize(self) -> None:
         # redis-py discovers the cluster lazily; concurrent first commands would
