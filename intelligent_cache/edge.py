@@ -39,6 +39,7 @@ from .exceptions import ConfigurationError
 from .fastpath import LOOKUP_KEY, find_hit
 from .lru import ENTRY_OVERHEAD, BoundedLRU
 from .routestate import RouteState
+from .scope import first_host
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -146,7 +147,7 @@ class EdgeLayer:
         """Remember that the route of ``state`` served this request (``method`` as the client sent it)."""
         if not scope.get("root_path") and self.router is not None:
             self._routes_unchanged()  # forgets what was learned with other routes
-            host = _first_host(scope)
+            host = first_host(scope)
             self.routes.learn(method, host, scope["path"], state, scope.get("path_params", {}))
 
     def _routes_unchanged(self) -> bool:
@@ -186,7 +187,7 @@ class EdgeLayer:
             return False
         if self.router is None or not self._routes_unchanged():
             return False
-        known = self.routes.get(method, _first_host(scope), scope["path"])
+        known = self.routes.get(method, first_host(scope), scope["path"])
         if known is None:
             return False
         state, path_params = known
@@ -210,14 +211,6 @@ class EdgeLayer:
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         self.manager.stats.observe(state.template, "hit", time.perf_counter() - started)
         return True
-
-
-def _first_host(scope: Scope) -> bytes:
-    """The request's first ``Host`` (Starlette's and the endpoint's), empty if none."""
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return value  # type: ignore[no-any-return]
-    return b""
 
 
 def _names(item: Any) -> frozenset[str]:

@@ -19,6 +19,7 @@ __all__ = [
     "STATE_ATTRIBUTE",
     "AttachedCache",
     "authenticated",
+    "first_host",
     "manager_from_scope",
     "origin_of",
     "remember_manager",
@@ -58,7 +59,7 @@ def remember_manager(scope: Any, manager: "CacheManager") -> None:
 def origin_of(scope: Scope, host: bytes | None = None) -> str:
     """``scheme://host`` of a request, as the Host header (or the server address) gives it."""
     if host is None:
-        host = next((value for name, value in scope["headers"] if name == b"host"), b"")
+        host = first_host(scope)
     if not host:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}".encode() if server else b""
@@ -69,3 +70,11 @@ def authenticated(scope: Scope) -> bool:
     """Whether Starlette's ``AuthenticationMiddleware`` authenticated the request (from whatever it read)."""
     user = scope.get("user")
     return user is not None and getattr(user, "is_authenticated", False) is True
+
+
+def first_host(scope: Scope) -> bytes:
+    """The request's first ``Host`` line (the one Starlette, and so the endpoint, reads), empty if none."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return value  # type: ignore[no-any-return]
+    return b""

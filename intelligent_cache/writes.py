@@ -26,7 +26,7 @@ from .invalidation import invalidation_keys, tag_keys
 from .policy import SAFE_METHODS
 from .routecheck import check_app_routes
 from .routestate import fill
-from .scope import CURRENT_MANAGER, remember_manager
+from .scope import CURRENT_MANAGER, first_host, remember_manager
 
 if TYPE_CHECKING:
     from .manager import CacheManager
@@ -99,7 +99,7 @@ def write_invalidations(scope: Scope, response_headers: Any, manager: "CacheMana
 
 def _same_origin_paths(scope: Scope, response_headers: Any) -> list[str]:
     """Paths of same-origin ``Location``/``Content-Location`` of a write response."""
-    host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), None)
+    host = first_host(scope).decode("latin-1")
     paths: list[str] = []
     for name, value in response_headers:
         if name.lower() not in (b"location", b"content-location"):
